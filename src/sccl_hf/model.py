@@ -1,0 +1,100 @@
+"""Building, loading and saving the chat model: size presets and the self-contained model directory."""
+
+import shutil
+from pathlib import Path
+
+import configuration_chat_model
+import modeling_chat_model
+import torch
+from configuration_chat_model import TextToTextModelConfig
+from modeling_chat_model import TextToTextModel
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+
+# Saving a model (final or checkpoint) copies the two remote-code files and writes `auto_map`, so every saved
+# folder loads with AutoModelForSeq2SeqLM.from_pretrained(dir, trust_remote_code=True) on any machine.
+TextToTextModelConfig.register_for_auto_class()
+TextToTextModel.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+# T5 v1.0 shapes (ReLU feed-forward, tied embeddings). chatlm-0.2b is ChatLM-mini-Chinese's model.
+PRESETS = {
+    "tiny": dict(d_model=128, d_ff=512, num_heads=4, d_kv=32, num_layers=2, num_decoder_layers=2),
+    "small": dict(d_model=256, d_ff=1024, num_heads=4, d_kv=64, num_layers=4, num_decoder_layers=4),
+    "chatlm-0.2b": dict(d_model=768, d_ff=3072, num_heads=12, d_kv=64, num_layers=10, num_decoder_layers=10),
+}
+
+
+def build_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: int = 256, **overrides):
+    if preset not in PRESETS:
+        raise ValueError(f"preset: unknown size preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    check_special_tokens(tokenizer)
+    return TextToTextModelConfig(
+        vocab_size=len(tokenizer),
+        max_seq_len=max_seq_len,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **{**PRESETS[preset], **overrides},
+    )
+
+
+def check_special_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
+    if tokenizer.pad_token_id != 0 or tokenizer.eos_token_id != 1:
+        raise ValueError(
+            f"tokenizer must have [PAD]=0 and [EOS]=1, got pad={tokenizer.pad_token_id} eos={tokenizer.eos_token_id}"
+        )
+
+
+def generation_config_for(config: TextToTextModelConfig) -> GenerationConfig:
+    return GenerationConfig(
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        decoder_start_token_id=config.decoder_start_token_id,
+        max_new_tokens=getattr(config, "max_seq_len", 256),
+    )
+
+
+def new_model(config: TextToTextModelConfig) -> TextToTextModel:
+    model = TextToTextModel(config)
+    model.generation_config = generation_config_for(config)
+    return model
+
+
+def load_model(model_dir: str | Path, dtype: torch.dtype | None = None) -> TextToTextModel:
+    """Load a saved model directory (ours or ChatLM-mini-Chinese's layout) with our local model class."""
+    model = TextToTextModel.from_pretrained(model_dir, dtype=dtype)
+    model.generation_config = generation_config_for(model.config)
+    return model
+
+
+def load_tokenizer(tokenizer_dir: str | Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    check_special_tokens(tokenizer)
+    return tokenizer
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def save_model_dir(model, tokenizer: PreTrainedTokenizerBase, output_dir: str | Path) -> Path:
+    """Write a self-contained model directory: safetensors weights, config with auto_map, the two
+    remote-code files, the tokenizer and a generation config with eos, pad and decoder start."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_for_save(model)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    copy_remote_code(output_dir)
+    return output_dir
+
+
+def prepare_for_save(model) -> None:
+    """Set what loading needs: the architecture name and a generation config with eos, pad, decoder start."""
+    model.generation_config = generation_config_for(model.config)
+    model.config.architectures = ["TextToTextModel"]
+
+
+def copy_remote_code(output_dir: str | Path) -> None:
+    for module in (configuration_chat_model, modeling_chat_model):
+        shutil.copy2(module.__file__, Path(output_dir) / Path(module.__file__).name)

@@ -1,0 +1,182 @@
+"""Stage `tokenizer`: train a char-level or byte-level BPE tokenizer on parquet or txt files.
+
+Memory: a BPE trainer counts every distinct pre-tokenized "word". Chinese has no spaces, so without help a
+whole sentence is one word and the count table holds every distinct sentence of the corpus (ChatLM-mini-Chinese
+needed ~48 GB of RAM for 1.7 GB of text). Here text is cut into jieba words first, and any piece longer than
+`max_piece_chars` is cut again, so the table holds distinct *words* and stops growing with the corpus.
+"""
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jieba
+import psutil
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerFast
+
+from sccl_hf.configs import parse_recipe, resolve_files
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[EOS]", "[SEP]", "[BOS]", "[CLS]", "[MASK]", "[UNK]"]  # [PAD]=0, [EOS]=1
+
+
+@dataclass
+class TokenizerArguments:
+    files: list[str] = field(default_factory=list, metadata={"help": "parquet or txt files, directories or globs"})
+    text_columns: list[str] = field(default_factory=lambda: ["prompt", "response"], metadata={"help": "parquet columns"})
+    output_dir: str = "tokenizer"
+    kind: str = field(default="char_bpe", metadata={"help": "char_bpe (NFKC, Metaspace) or byte_bpe"})
+    vocab_size: int = 29_298
+    min_frequency: int = 2
+    max_chars: int = field(default=0, metadata={"help": "stop after this many characters (0: read everything)"})
+    pretokenize: str = field(default="jieba", metadata={"help": "jieba (bounded memory) or none (whole sentences)"})
+    max_piece_chars: int = field(default=16, metadata={"help": "longest piece handed to the trainer"})
+    batch_rows: int = 1000
+
+    def __post_init__(self):
+        if self.kind not in ("char_bpe", "byte_bpe"):
+            raise ValueError(f"kind: must be char_bpe or byte_bpe, got '{self.kind}'")
+        if self.pretokenize not in ("jieba", "none"):
+            raise ValueError(f"pretokenize: must be jieba or none, got '{self.pretokenize}'")
+        if not self.files:
+            raise ValueError("files: give at least one parquet or txt file")
+        self.paths = resolve_files(self.files, "files", suffixes=(".parquet", ".txt"))
+        for path in self.paths:
+            if path.suffix == ".parquet":
+                missing = set(self.text_columns) - set(pq.ParquetFile(path).schema_arrow.names)
+                if missing:
+                    raise ValueError(f"{path}: no column(s) {sorted(missing)}; text_columns are {self.text_columns}")
+
+
+RECIPE_ARGUMENTS = (TokenizerArguments,)
+
+
+def iter_texts(args: TokenizerArguments) -> Iterator[list[str]]:
+    """Yield batches of texts from all files, stopping at `max_chars` characters."""
+    for path in args.paths:
+        if path.suffix == ".parquet":
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=args.batch_rows, columns=args.text_columns):
+                texts = [t for column in batch.columns for t in column.to_pylist() if isinstance(t, str) and t]
+                yield texts
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = []
+                for line in f:
+                    lines.append(line)
+                    if len(lines) == args.batch_rows:
+                        yield lines
+                        lines = []
+                if lines:
+                    yield lines
+
+
+def iter_pieces(args: TokenizerArguments) -> Iterator[list[str]]:
+    """Yield batches of pieces for the trainer (jieba words, cut to `max_piece_chars`), with a progress bar."""
+    total = args.max_chars or None
+    seen = 0
+    with tqdm(total=total, unit="char", unit_scale=True, desc="tokenizer corpus", file=sys.stderr) as progress:
+        for texts in iter_texts(args):
+            if args.max_chars and seen >= args.max_chars:
+                break
+            if args.max_chars:
+                texts = _cap(texts, args.max_chars - seen)
+            chars = sum(len(t) for t in texts)
+            seen += chars
+            progress.update(chars)
+            if args.pretokenize == "none":
+                yield texts
+                continue
+            n = args.max_piece_chars
+            yield [word[i : i + n] for text in texts for word in jieba.cut(text, HMM=False) for i in range(0, len(word), n)]
+
+
+def _cap(texts: list[str], budget: int) -> list[str]:
+    kept = []
+    for text in texts:
+        if budget <= 0:
+            break
+        kept.append(text[:budget])
+        budget -= len(text)
+    return kept
+
+
+def new_tokenizer(kind: str) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]" if kind == "char_bpe" else None))
+    tokenizer.normalizer = normalizers.NFKC()
+    if kind == "char_bpe":
+        # prepend_scheme="never": no "▁" is invented at piece starts, so decode(encode(text)) == NFKC(text).
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Punctuation(),
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.Metaspace(prepend_scheme="never"),
+            ]
+        )
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="never")
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def train(args: TokenizerArguments) -> PreTrainedTokenizerFast:
+    tokenizer = new_tokenizer(args.kind)
+    # Tab, newline, the Metaspace space and printable ASCII are always in the vocabulary, whatever the corpus.
+    ascii_chars = [chr(c) for c in range(33, 127)]
+    alphabet = ["\t", "\n", "▁", *ascii_chars] if args.kind == "char_bpe" else pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=args.vocab_size,
+        min_frequency=args.min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=alphabet,
+        show_progress=True,
+    )
+    tokenizer.train_from_iterator(iter_pieces(args), trainer=trainer)
+    # Every encoded prompt and response ends in [EOS], however it is tokenized (training, chat, serving).
+    eos_id = tokenizer.token_to_id("[EOS]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A [EOS]", pair="$A [EOS] $B [EOS]", special_tokens=[("[EOS]", eos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        eos_token="[EOS]",
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        bos_token="[BOS]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+
+
+def main(args: TokenizerArguments) -> PreTrainedTokenizerFast:
+    started = time.perf_counter()
+    tokenizer = train(args)
+    tokenizer.save_pretrained(args.output_dir)
+    peak_mb = _peak_rss_mb()
+    logger.warning(
+        "tokenizer: vocab %d saved to %s in %.1f s; peak RSS %.0f MB",
+        len(tokenizer), args.output_dir, time.perf_counter() - started, peak_mb,
+    )
+    print(f"tokenizer saved to {Path(args.output_dir).resolve()} (vocab {len(tokenizer)}, peak RSS {peak_mb:.0f} MB)")
+    return tokenizer
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except ImportError:  # Windows
+        return psutil.Process().memory_info().peak_wset / 2**20
+
+
+if __name__ == "__main__":
+    main(*parse_recipe(sys.argv[1], sys.argv[2:], RECIPE_ARGUMENTS))

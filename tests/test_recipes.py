@@ -1,0 +1,91 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import Seq2SeqTrainingArguments
+
+from conftest import ROOT
+from sccl_hf.configs import DataArguments, ModelArguments, RecipeError, parse_recipe
+from sccl_hf.stages import STAGES
+
+SEQ2SEQ = (ModelArguments, DataArguments, Seq2SeqTrainingArguments)
+
+
+def write_recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def base(demo_data, tokenizer_dir) -> str:
+    return f"stage: pretrain\ntokenizer_dir: {tokenizer_dir}\ntrain_files: [{demo_data['pretrain']}]\noutput_dir: out\n"
+
+
+def test_recipe_and_overrides_fill_the_dataclasses(tmp_path, demo_data, tokenizer_dir):
+    path = write_recipe(tmp_path, base(demo_data, tokenizer_dir) + "learning_rate: 3.0e-4\nmax_seq_len: 64\nbf16: false\n")
+    model_args, data_args, training_args = parse_recipe(path, ["--max_seq_len", "32"], SEQ2SEQ)
+    assert training_args.learning_rate == 3e-4
+    assert data_args.max_seq_len == 32  # the command line wins
+    assert data_args.train_paths == [demo_data["pretrain"]]
+    assert model_args.tokenizer_dir == str(tokenizer_dir)
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path, demo_data, tokenizer_dir):
+    path = write_recipe(tmp_path, base(demo_data, tokenizer_dir) + "learning_rat: 1.0e-4\n")
+    with pytest.raises(RecipeError, match=r"recipe\.yaml: unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        parse_recipe(path, [], SEQ2SEQ)
+
+
+def test_unknown_override_is_an_error(tmp_path, demo_data, tokenizer_dir):
+    path = write_recipe(tmp_path, base(demo_data, tokenizer_dir))
+    with pytest.raises(RecipeError, match="command line: unknown key 'epochs'"):
+        parse_recipe(path, ["--epochs", "3"], SEQ2SEQ)
+
+
+def test_wrong_type_is_an_error_naming_the_key(tmp_path, demo_data, tokenizer_dir):
+    path = write_recipe(tmp_path, base(demo_data, tokenizer_dir) + "max_seq_len: lots\n")
+    with pytest.raises(RecipeError, match=r"max_seq_len.*invalid int value: 'lots'"):
+        parse_recipe(path, [], SEQ2SEQ)
+
+
+def test_missing_input_file_is_an_error_naming_it(tmp_path, tokenizer_dir):
+    path = write_recipe(tmp_path, f"stage: pretrain\ntokenizer_dir: {tokenizer_dir}\ntrain_files: [nowhere/data.parquet]\n")
+    with pytest.raises(RecipeError, match=r"train_files: no such file or directory: 'nowhere/data\.parquet'"):
+        parse_recipe(path, [], SEQ2SEQ)
+
+
+def test_glob_and_directory_inputs_expand(tmp_path, demo_data, tokenizer_dir):
+    folder = demo_data["pretrain"].parent
+    path = write_recipe(tmp_path, f"stage: sft\ntokenizer_dir: {tokenizer_dir}\ntrain_files: ['{folder}/*.parquet']\neval_files: [{folder}]\n")
+    _, data_args, _ = parse_recipe(path, [], SEQ2SEQ)
+    assert len(data_args.train_paths) == 3 and data_args.eval_paths == data_args.train_paths
+
+
+def test_runner_exits_with_a_one_line_error(tmp_path, demo_data, tokenizer_dir):
+    path = write_recipe(tmp_path, base(demo_data, tokenizer_dir) + "warmup: 10\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "run.py"), str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "unknown key 'warmup'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_parses(recipe, tmp_path, demo_data, tokenizer_dir, tiny_model_dir):
+    """Shipped recipes name a known stage and only known keys (their data paths are pointed at test files)."""
+    from sccl_hf.configs import read_recipe
+    import importlib
+
+    stage = read_recipe(recipe)["stage"]
+    assert stage in STAGES
+    module = importlib.import_module(f"sccl_hf.{STAGES[stage]}")
+    keys = set(read_recipe(recipe))
+    files = {"train_files": [str(demo_data["sft"])], "files": [str(demo_data["sft"])], "eval_files": [str(demo_data["held_out"])]}
+    paths = {"model_name_or_path": str(tiny_model_dir), "tokenizer_dir": str(tokenizer_dir)}
+    overrides = []
+    for key, value in {**files, **paths}.items():
+        if key in keys:
+            overrides += [f"--{key}", *(value if isinstance(value, list) else [value])]
+    parse_recipe(recipe, overrides, module.RECIPE_ARGUMENTS)

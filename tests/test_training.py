@@ -1,0 +1,156 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, write_parquet
+from sccl_hf.model import load_model
+from sccl_hf.stages import run_recipe
+
+DEMO = ROOT / "recipes" / "demo"
+FIXED_ROWS = [
+    {"prompt": "浙江的省会是哪里？", "response": "杭州"},
+    {"prompt": "大的反义词是什么？", "response": "小"},
+    {"prompt": "3加5等于多少？", "response": "8"},
+    {"prompt": "把37写成汉字。", "response": "三十七"},
+]
+
+
+def logged(output_dir, key="loss") -> list[tuple[int, float]]:
+    with open(output_dir / "training_log.csv") as f:
+        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+
+
+def quick(output_dir, steps, *extra) -> list[str]:
+    return ["--output_dir", str(output_dir), "--max_steps", str(steps), "--logging_steps", "1",
+            "--disable_tqdm", "true", "--per_device_train_batch_size", "4", *extra]
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(tmp_path_factory):
+    return write_parquet(tmp_path_factory.mktemp("fixed") / "fixed.parquet", FIXED_ROWS)
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory, tokenizer_dir, fixed_batch):
+    out = tmp_path_factory.mktemp("pretrained")
+    run_recipe(str(DEMO / "pretrain.yaml"), [
+        "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(fixed_batch),
+        *quick(out, 30, "--learning_rate", "3e-3", "--warmup_steps", "0"),
+    ])
+    return out
+
+
+def test_pretraining_lowers_the_loss_on_a_fixed_batch(pretrained_dir):
+    losses = [loss for _, loss in logged(pretrained_dir)]
+    assert len(losses) == 30
+    assert losses[-1] < 0.5 * losses[0]
+    assert (pretrained_dir / "training_log.png").stat().st_size > 1000
+    assert (pretrained_dir / "modeling_chat_model.py").is_file()
+
+
+def test_sft_lowers_the_loss_and_freezing_keeps_the_encoder(pretrained_dir, fixed_batch, tmp_path):
+    before = load_model(pretrained_dir)
+    run_recipe(str(DEMO / "sft.yaml"), [
+        "--model_name_or_path", str(pretrained_dir), "--train_files", str(fixed_batch),
+        "--freeze_embeddings_and_encoder", "true", *quick(tmp_path, 15, "--learning_rate", "3e-3"),
+    ])
+    losses = [loss for _, loss in logged(tmp_path)]
+    assert losses[-1] < losses[0]
+    after = load_model(tmp_path)
+    assert torch.equal(before.encoder.block[0].layer[0].SelfAttention.q.weight, after.encoder.block[0].layer[0].SelfAttention.q.weight)
+    assert torch.equal(before.shared.weight, after.shared.weight)
+    assert not torch.equal(before.decoder.block[0].layer[0].SelfAttention.q.weight, after.decoder.block[0].layer[0].SelfAttention.q.weight)
+
+
+def test_resume_continues_at_the_saved_step(pretrained_dir, fixed_batch, tmp_path):
+    args = ["--model_name_or_path", str(pretrained_dir), "--train_files", str(fixed_batch),
+            "--save_strategy", "steps", "--save_steps", "3"]
+    run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 3)])
+    assert (tmp_path / "checkpoint-3").is_dir()
+    run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 6, "--resume_from_checkpoint", "true")])
+    assert [step for step, _ in logged(tmp_path)] == [4, 5, 6]  # the second run's log starts after step 3
+    state = json.loads((tmp_path / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+def test_sigint_saves_a_loadable_checkpoint_and_exits(tokenizer_dir, demo_data, tmp_path):
+    command = [sys.executable, str(ROOT / "recipes" / "run.py"), str(DEMO / "pretrain.yaml"),
+               "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(demo_data["sft"]),
+               *quick(tmp_path, 100_000, "--save_strategy", "no")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "training_log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    checkpoints = sorted(tmp_path.glob("checkpoint-*"))
+    assert len(checkpoints) == 1, output
+    step = int(checkpoints[0].name.split("-")[1])
+    assert step >= 2
+    model = load_model(checkpoints[0])
+    assert model.config.vocab_size > 0
+    assert "--resume_from_checkpoint true" in output
+    assert not (tmp_path / "model.safetensors").exists()  # no "final" model from an interrupted run
+
+
+def test_streaming_gives_two_processes_disjoint_shards(tokenizer_dir, tmp_path):
+    rows = [{"prompt": f"把{i}写成汉字。", "response": f"{i}"} for i in range(64)]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), data, row_group_size=8)  # 8 shards
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+         "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+         str(ROOT / "tests" / "helpers" / "shard_probe.py"), str(data), str(tokenizer_dir), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [set(json.loads((tmp_path / f"rank{r}.json").read_text())) for r in (0, 1)]
+    assert seen[0] and seen[1]
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == {r["prompt"] for r in rows}
+
+
+def test_two_process_streaming_pretrain_saves_a_model(tokenizer_dir, demo_data, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+         "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518",
+         str(ROOT / "recipes" / "run.py"), str(DEMO / "pretrain.yaml"), "--preset", "tiny",
+         "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(demo_data["pretrain"]), "--streaming", "true",
+         *quick(tmp_path, 4)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_model(tmp_path).config.vocab_size > 0
+    assert [step for step, _ in logged(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_streaming_without_max_steps_is_an_error(tokenizer_dir, demo_data, tmp_path):
+    with pytest.raises(ValueError, match="streaming: true needs max_steps"):
+        run_recipe(str(DEMO / "pretrain.yaml"), ["--tokenizer_dir", str(tokenizer_dir), "--train_files",
+                   str(demo_data["pretrain"]), "--streaming", "true", "--output_dir", str(tmp_path)])
+
+
+def test_a_few_steps_on_real_chatlm_pretraining_data(shared_data, tmp_path):
+    from sccl_hf.train_tokenizer import TokenizerArguments, main
+
+    data = shared_data / "pretrain" / "chatlm_train_3k.parquet"
+    main(TokenizerArguments(files=[str(data)], vocab_size=4000, output_dir=str(tmp_path / "tok")))
+    run_recipe(str(DEMO / "pretrain.yaml"), [
+        "--preset", "tiny", "--tokenizer_dir", str(tmp_path / "tok"), "--train_files", str(data),
+        "--streaming", "true", "--max_seq_len", "128", *quick(tmp_path / "model", 5),
+    ])
+    losses = [loss for _, loss in logged(tmp_path / "model")]
+    assert len(losses) == 5 and all(0 < loss < 20 for loss in losses)
+    assert (tmp_path / "model" / "model.safetensors").is_file()
