@@ -50,6 +50,33 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     return save_model_dir(model, tokenizer, tmp_path_factory.mktemp("tiny_model"))
 
 
+FIXED_ROWS = [
+    {"prompt": "浙江的省会是哪里？", "response": "杭州"},
+    {"prompt": "大的反义词是什么？", "response": "小"},
+    {"prompt": "3加5等于多少？", "response": "8"},
+    {"prompt": "把37写成汉字。", "response": "三十七"},
+]
+
+
+@pytest.fixture(scope="session")
+def fixed_rows_file(tmp_path_factory) -> Path:
+    return write_parquet(tmp_path_factory.mktemp("fixed") / "fixed.parquet", FIXED_ROWS)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, tokenizer_dir, fixed_rows_file) -> Path:
+    """A `tiny` model pretrained for 30 steps on four fixed rows (it answers with real tokens)."""
+    from sccl_hf.stages import run_recipe
+
+    out = tmp_path_factory.mktemp("pretrained")
+    run_recipe(str(ROOT / "recipes" / "demo" / "pretrain.yaml"), [
+        "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(fixed_rows_file),
+        "--output_dir", str(out), "--max_steps", "30", "--logging_steps", "1", "--disable_tqdm", "true",
+        "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "0",
+    ])
+    return out
+
+
 def write_parquet(path: Path, rows: list[dict]) -> Path:
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path

@@ -14,14 +14,6 @@ from sccl_hf.model import load_model
 from sccl_hf.stages import run_recipe
 
 DEMO = ROOT / "recipes" / "demo"
-FIXED_ROWS = [
-    {"prompt": "浙江的省会是哪里？", "response": "杭州"},
-    {"prompt": "大的反义词是什么？", "response": "小"},
-    {"prompt": "3加5等于多少？", "response": "8"},
-    {"prompt": "把37写成汉字。", "response": "三十七"},
-]
-
-
 def logged(output_dir, key="loss") -> list[tuple[int, float]]:
     with open(output_dir / "training_log.csv") as f:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
@@ -33,18 +25,13 @@ def quick(output_dir, steps, *extra) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fixed_batch(tmp_path_factory):
-    return write_parquet(tmp_path_factory.mktemp("fixed") / "fixed.parquet", FIXED_ROWS)
+def fixed_batch(fixed_rows_file):
+    return fixed_rows_file
 
 
 @pytest.fixture(scope="module")
-def pretrained_dir(tmp_path_factory, tokenizer_dir, fixed_batch):
-    out = tmp_path_factory.mktemp("pretrained")
-    run_recipe(str(DEMO / "pretrain.yaml"), [
-        "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(fixed_batch),
-        *quick(out, 30, "--learning_rate", "3e-3", "--warmup_steps", "0"),
-    ])
-    return out
+def pretrained_dir(trained_model_dir):
+    return trained_model_dir
 
 
 def test_pretraining_lowers_the_loss_on_a_fixed_batch(pretrained_dir):

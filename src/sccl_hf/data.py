@@ -29,7 +29,9 @@ def check_columns(paths: list[Path], columns: list[str]) -> None:
             names = set(pq.ParquetFile(path).schema_arrow.names)
         else:
             first = next(_iter_json_rows(path), None)
-            names = set(first or {})
+            if first is None:  # an empty JSON-lines file has no rows to read, and no columns to miss
+                continue
+            names = set(first)
         missing = [c for c in columns if c not in names]
         if missing:
             raise DataError(f"{path}: missing column(s) {missing}; it has {sorted(names)}")

@@ -18,12 +18,13 @@ from sccl_hf.stages import run_recipe
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 
 
-def final_loss(stage_dir: Path) -> float | None:
+def logged(stage_dir: Path, key: str) -> list[float]:
+    """Every value of `key` in a stage's training_log.csv."""
     path = stage_dir / "training_log.csv"
     if not path.is_file():
-        return None
-    losses = [float(row["loss"]) for row in csv.DictReader(open(path)) if row.get("loss")]
-    return losses[-1] if losses else None
+        return []
+    with open(path) as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
 def evaluate(model_dir: Path, held_out: Path) -> tuple[float, list[tuple[str, str, str]]]:
@@ -39,27 +40,41 @@ def run_demo(output_dir: str | Path = "runs/demo", seed: int = 0) -> dict:
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     out = Path(output_dir).resolve()
     data = write_corpus(out / "data", seed=seed)
-    timings, losses = {}, {}
+    timings = {}
 
     def stage(name: str, *overrides: str):
         t = time.perf_counter()
         print(f"\n=== {name} ===", flush=True)
-        run_recipe(str(RECIPES / f"{name}.yaml"), [*overrides, "--output_dir", str(out / name)])
+        output = [] if "--output_file" in overrides else ["--output_dir", str(out / name)]
+        run_recipe(str(RECIPES / f"{name}.yaml"), [*overrides, *output])
         timings[name] = time.perf_counter() - t
-        losses[name] = final_loss(out / name)
 
     stage("tokenizer", "--files", str(data["pretrain"]), str(data["sft"]))
     stage("pretrain", "--tokenizer_dir", str(out / "tokenizer"), "--train_files", str(data["pretrain"]))
     stage("sft", "--model_name_or_path", str(out / "pretrain"), "--train_files", str(data["sft"]))
-    accuracy, samples = evaluate(out / "sft", data["held_out"])
+    sft_accuracy, samples = evaluate(out / "sft", data["held_out"])
+    # DPO: rejected answers are the SFT model's own mistakes on its training questions, plus wrong answers
+    # from the corpus generator.
+    mistakes = out / "dpo_data" / "mistakes.jsonl"
+    stage("dpo_data", "--model_name_or_path", str(out / "sft"), "--reference_files", str(data["sft"]),
+          "--output_file", str(mistakes))
+    stage("dpo", "--model_name_or_path", str(out / "sft"), "--train_files", str(data["dpo"]), str(mistakes))
+    dpo_accuracy, dpo_samples = evaluate(out / "dpo", data["held_out"])
+    reward_accuracy = logged(out / "dpo", "rewards/accuracies")
     elapsed = time.perf_counter() - started
 
     print("\n=== demo report ===")
-    for name in ("pretrain", "sft"):
-        print(f"{name:9s} final loss {losses[name]:.4f}  ({timings[name]:.0f} s)")
-    print(f"held-out exact match: {accuracy:.1%} on {len(samples)} unseen question phrasings")
-    for prompt, answer, reference in samples[:3]:
+    for name in ("pretrain", "sft", "dpo"):
+        losses = logged(out / name, "loss")
+        print(f"{name:9s} final loss {losses[-1]:.4f}  ({timings[name]:.0f} s)")
+    print(f"held-out exact match after SFT: {sft_accuracy:.1%} on {len(samples)} unseen question phrasings")
+    print(f"DPO reward accuracy: {reward_accuracy[0]:.0%} at the first logged steps -> {reward_accuracy[-1]:.0%} at the last")
+    print(f"held-out exact match after DPO: {dpo_accuracy:.1%}")
+    for prompt, answer, reference in dpo_samples[:3]:
         print(f"  Q: {prompt}  A: {answer}  (reference: {reference})")
     print(f"elapsed: {elapsed:.0f} s")
-    print(f"outputs: {out}  (chat with: sccl chat --model {out / 'sft'})")
-    return {"accuracy": accuracy, "losses": losses, "elapsed": elapsed, "output_dir": str(out), "samples": samples}
+    print(f"outputs: {out}")
+    return {
+        "accuracy": dpo_accuracy, "sft_accuracy": sft_accuracy, "reward_accuracy": reward_accuracy,
+        "elapsed": elapsed, "output_dir": str(out), "samples": dpo_samples,
+    }

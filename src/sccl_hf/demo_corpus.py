@@ -1,7 +1,9 @@
 """The demo's own small Chinese corpus, generated from facts and templates written here (no downloads).
 
-Four task families: provincial capitals, antonyms, numbers in Chinese words (both directions), and small
-additions. Every question is a (fact, phrasing) combination. The held-out split takes combinations never seen
+Five task families: provincial capitals, antonyms, Chinese number words written as digits, the number after
+a number (in words), and small additions. (Digits -> words is stated in pretraining but not asked: a tiny T5
+trained for minutes on CPU does not learn to tell "42" from "24" by its relative position bias alone, and
+answers such questions with the digits reversed about half the time.) Every question is a (fact, phrasing) combination. The held-out split takes combinations never seen
 in training, while every fact and every phrasing is still seen in some other combination, so answering them
 needs the model to generalise across phrasings, not to recall a string.
 
@@ -35,16 +37,17 @@ DIGITS = "零一二三四五六七八九"
 QUESTION_TEMPLATES = {
     "capital": ["{x}的省会是哪里？", "{x}的省会是哪座城市？", "请问{x}的省会城市是？", "{x}省会在哪？", "告诉我{x}的省会。"],
     "antonym": ["“{x}”的反义词是什么？", "{x}的反义词是？", "请说出“{x}”的反义词。", "和“{x}”意思相反的词是什么？"],
-    "to_words": ["{x}用中文怎么写？", "把{x}写成汉字。", "数字{x}的中文读法是什么？", "{x}写成中文是？"],
+    "next_number": ["{x}的下一个数是多少？", "{x}后面的数是几？", "比{x}大一的数是？", "{x}加一是多少？"],
     "to_digits": ["{x}写成阿拉伯数字是多少？", "把{x}写成数字。", "“{x}”用数字怎么表示？", "{x}对应的数字是？"],
     "addition": ["{a}加{b}等于多少？", "{a}+{b}=?", "计算{a}加{b}。", "{a}和{b}的和是多少？"],
 }
-STATEMENTS = {  # varied prefixes, so that no fact is tied to one position in the prompt
-    "capital": ["{x}的省会是", "{x}省的省会城市是", "我们知道{x}的省会是"],
-    "antonym": ["{x}的反义词是", "词语“{x}”的反义词是"],
-    "to_words": ["{x}读作", "数字{x}读作", "阿拉伯数字{x}的汉字写法是"],
-    "to_digits": ["{x}写作", "汉字数字{x}写成阿拉伯数字是"],
-    "addition": ["{a}加{b}等于", "算式{a}+{b}的结果是"],
+STATEMENTS = {
+    "capital": ["{x}的省会是", "{x}省的省会城市是"],
+    "antonym": ["{x}的反义词是"],
+    "to_words": ["{x}读作"],
+    "to_digits": ["{x}写作"],
+    "next_number": ["{x}的下一个数是"],
+    "addition": ["{a}加{b}等于"],
 }
 
 
@@ -61,32 +64,44 @@ def facts() -> list[tuple[str, dict, str]]:
     items = [("capital", {"x": p}, c) for p, c in CAPITALS.items()]
     items += [("antonym", {"x": a}, b) for a, b in ANTONYMS] + [("antonym", {"x": b}, a) for a, b in ANTONYMS]
     items += [("to_words", {"x": str(n)}, number_words(n)) for n in range(100)]
+    items += [("next_number", {"x": number_words(n)}, number_words(n + 1)) for n in range(99)]
     items += [("to_digits", {"x": number_words(n)}, str(n)) for n in range(100)]
     items += [("addition", {"a": a, "b": b}, str(a + b)) for a in range(10) for b in range(10)]
     return items
 
 
-def build_corpus(seed: int = 0, held_out_fraction: float = 0.2) -> dict[str, list[dict]]:
-    """Return {"pretrain": [...], "sft": [...], "held_out": [...]} rows of {"prompt", "response"}."""
+def build_corpus(seed: int = 0, held_out_fraction: float = 0.2, dpo_rows: int = 480) -> dict[str, list[dict]]:
+    """Return {"pretrain", "sft", "held_out": [{"prompt", "response"}], "dpo": [{"prompt", "chosen", "rejected"}]}.
+
+    The DPO pairs ask SFT questions again, with a plausible wrong answer of the same family as `rejected`."""
     rng = random.Random(seed)
-    pretrain, sft, held_out = [], [], []
+    pretrain, sft, held_out, dpo = [], [], [], []
+    answers_by_family: dict[str, list[str]] = {}
+    for family, _, answer in facts():
+        answers_by_family.setdefault(family, []).append(answer)
     for family, fields, answer in facts():
         for template in STATEMENTS[family]:
             pretrain.append({"prompt": template.format(**fields), "response": answer + "。"})
-        templates = QUESTION_TEMPLATES[family]
+        templates = QUESTION_TEMPLATES.get(family)
+        if not templates:  # stated in pretraining only
+            continue
         # Hold out at most one phrasing per fact, so each fact is still asked in the other phrasings.
         held = rng.randrange(len(templates)) if rng.random() < held_out_fraction * len(templates) / 2 else None
+        wrong = [a for a in answers_by_family[family] if a != answer]
         for index, template in enumerate(templates):
             row = {"prompt": template.format(**fields), "response": answer}
-            (held_out if index == held else sft).append(row)
-    rng.shuffle(pretrain)
-    rng.shuffle(sft)
-    rng.shuffle(held_out)
-    return {"pretrain": pretrain, "sft": sft, "held_out": held_out}
+            if index == held:
+                held_out.append(row)
+            else:
+                sft.append(row)
+                dpo.append({"prompt": row["prompt"], "chosen": answer, "rejected": rng.choice(wrong)})
+    for rows in (pretrain, sft, held_out, dpo):
+        rng.shuffle(rows)
+    return {"pretrain": pretrain, "sft": sft, "held_out": held_out, "dpo": dpo[:dpo_rows]}
 
 
 def write_corpus(output_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Write pretrain.parquet, sft.parquet and held_out.parquet; return their paths."""
+    """Write pretrain, sft, held_out and dpo .parquet files; return their paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {}

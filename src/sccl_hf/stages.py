@@ -10,6 +10,9 @@ STAGES = {
     "tokenizer": "train_tokenizer",
     "pretrain": "pretrain",
     "sft": "sft",
+    "dpo": "dpo",
+    "merge_lora": "merge_lora",
+    "dpo_data": "dpo_data",
 }
 
 

@@ -77,25 +77,23 @@ class InterruptCallback(TrainerCallback):
 
 
 class LossHistoryCallback(TrainerCallback):
-    """Writes every logged loss and learning rate to output_dir/training_log.csv and plots them to a PNG."""
-
-    FIELDS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss"]
+    """Writes every logged number (loss, learning rate, DPO rewards, ...) to output_dir/training_log.csv and
+    plots loss and learning rate to training_log.png."""
 
     def __init__(self, output_dir: str):
         self.csv_path = Path(output_dir) / "training_log.csv"
         self.png_path = Path(output_dir) / "training_log.png"
-        self.rows = []
+        self.rows, self.fields = [], ["step"]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
+        if not state.is_world_process_zero or not logs or "train_runtime" in logs:  # skip the end-of-run summary
             return
-        row = {"step": state.global_step, **{k: logs[k] for k in self.FIELDS[1:] if k in logs}}
-        if len(row) == 1:
-            return
-        self.rows.append(row)
+        numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+        self.rows.append({"step": state.global_step, **numbers})
+        self.fields += [k for k in numbers if k not in self.fields]
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self.fields)
             writer.writeheader()
             writer.writerows(self.rows)
 
@@ -145,12 +143,15 @@ def train_and_save(trainer, training_args, tokenizer) -> dict:
             file=sys.stderr,
         )
         raise SystemExit(130)
-    prepare_for_save(trainer.model)
+    is_adapter = hasattr(trainer.model, "peft_config")  # a LoRA run saves its adapter (see stage merge_lora)
+    if not is_adapter:
+        prepare_for_save(trainer.model)
     trainer.save_model(training_args.output_dir)  # every process: DeepSpeed ZeRO-3 gathers its shards here
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
-        copy_remote_code(training_args.output_dir)
-        logger.info("model saved to %s", training_args.output_dir)
+        if not is_adapter:
+            copy_remote_code(training_args.output_dir)
+        logger.info("%s saved to %s", "adapter" if is_adapter else "model", training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
     return result.metrics
 
