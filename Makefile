@@ -20,6 +20,7 @@ demo: setup
 	$(VENV)/bin/sccl demo --output-dir runs/demo
 
 test: setup
+	bash scripts/install_test_tools.sh
 	$(PY) -m pytest -q
 
 clean:

@@ -13,11 +13,21 @@ def main(argv: list[str] | None = None):
     demo = commands.add_parser("demo", help="the end-to-end CPU demo")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.add_argument("--seed", type=int, default=0)
+    commands.add_parser("chat", help="chat in the terminal: sccl chat --model DIR", add_help=False)
+    commands.add_parser("serve", help="HTTP API and web chat: sccl serve --model DIR", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         from sccl_hf.stages import run_recipe
 
         run_recipe(args.recipe, rest)
+    elif args.command == "chat":
+        from sccl_hf.chat import main as chat
+
+        chat(rest)
+    elif args.command == "serve":
+        from sccl_hf.serve import main as serve
+
+        serve(rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     elif args.command == "demo":

@@ -35,6 +35,35 @@ def evaluate(model_dir: Path, held_out: Path) -> tuple[float, list[tuple[str, st
     return accuracy, [(r["prompt"], a, r["response"]) for r, a in zip(rows, answers)]
 
 
+def ask_the_server(model_dir: Path, question: str) -> str:
+    """Start `sccl serve` on a free local port, ask one question through /api/chat, stop the server."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sccl_hf.cli", "serve", "--model", str(model_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        return httpx.post(f"{url}/api/chat", json={"input_txt": question}, timeout=60).json()["response"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def run_demo(output_dir: str | Path = "runs/demo", seed: int = 0) -> dict:
     started = time.perf_counter()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
@@ -61,6 +90,8 @@ def run_demo(output_dir: str | Path = "runs/demo", seed: int = 0) -> dict:
     stage("dpo", "--model_name_or_path", str(out / "sft"), "--train_files", str(data["dpo"]), str(mistakes))
     dpo_accuracy, dpo_samples = evaluate(out / "dpo", data["held_out"])
     reward_accuracy = logged(out / "dpo", "rewards/accuracies")
+    api_question = samples[0][0]
+    api_answer = ask_the_server(out / "dpo", api_question)
     elapsed = time.perf_counter() - started
 
     print("\n=== demo report ===")
@@ -72,8 +103,10 @@ def run_demo(output_dir: str | Path = "runs/demo", seed: int = 0) -> dict:
     print(f"held-out exact match after DPO: {dpo_accuracy:.1%}")
     for prompt, answer, reference in dpo_samples[:3]:
         print(f"  Q: {prompt}  A: {answer}  (reference: {reference})")
+    print(f"HTTP API (sccl serve): POST /api/chat {{\"input_txt\": \"{api_question}\"}} -> {api_answer}")
     print(f"elapsed: {elapsed:.0f} s")
     print(f"outputs: {out}")
+    print(f"next: sccl chat --model {out / 'dpo'}   or   sccl serve --model {out / 'dpo'}  (then open http://127.0.0.1:8812/)")
     return {
         "accuracy": dpo_accuracy, "sft_accuracy": sft_accuracy, "reward_accuracy": reward_accuracy,
         "elapsed": elapsed, "output_dir": str(out), "samples": dpo_samples,

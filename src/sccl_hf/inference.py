@@ -1,8 +1,12 @@
 """Batched answers from a model directory: the one place prompts become responses (demo, DPO data, eval)."""
 
+import threading
+import time
 import unicodedata
+from dataclasses import dataclass
 
 import torch
+from transformers import TextStreamer
 
 
 @torch.no_grad()
@@ -31,3 +35,98 @@ def normalize_answer(text: str) -> str:
 
 def exact_match(predictions: list[str], references: list[str]) -> float:
     return sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references)) / max(len(references), 1)
+
+
+class GenerationCancelled(Exception):
+    """Raised inside generation when its consumer has gone (a client disconnected)."""
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    first_token_seconds: float | None
+    finish_reason: str  # "stop" (the model ended with [EOS]) or "length" (max_new_tokens reached)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class CallbackStreamer(TextStreamer):
+    """A streamer that hands each printable piece of text to `on_text`, counts the generated tokens, notes when
+    the first one arrived, and stops the generation (by raising) once `cancelled` is set."""
+
+    def __init__(self, tokenizer, on_text, cancelled: threading.Event | None = None):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text, self.cancelled = on_text, cancelled
+        self.special_ids = set(tokenizer.all_special_ids)
+        self.token_ids: list[int] = []
+        self.started = time.perf_counter()
+        self.first_token_at = None
+
+    def put(self, value):
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise GenerationCancelled
+        if not self.next_tokens_are_prompt:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.token_ids += value.reshape(-1).tolist()
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if text:
+            self.on_text(text)
+
+
+def stream_answer(
+    model, tokenizer, prompt: str, on_text, search_type: str = "greedy", max_new_tokens: int | None = None,
+    cancelled: threading.Event | None = None, **overrides,
+) -> Generation:
+    """Generate one answer, handing text to `on_text` as it is produced (beam search: all at the end)."""
+    max_len = getattr(model.config, "max_seq_len", 256)
+    max_new_tokens = min(max_new_tokens or max_len, max_len)
+    batch = tokenizer([prompt], truncation=True, max_length=max_len, return_tensors="pt").to(model.device)
+    streamer = CallbackStreamer(tokenizer, on_text, cancelled)
+    pieces = []
+
+    def collect(text):
+        pieces.append(text)
+        on_text(text)
+
+    streamer.on_text = collect
+    model.my_generate(
+        batch["input_ids"], batch["attention_mask"], max_seq_len=max_new_tokens, search_type=search_type,
+        streamer=streamer, **overrides,
+    )
+    eos = model.config.eos_token_id
+    ended = eos in streamer.token_ids
+    content_ids = [t for t in streamer.token_ids if t not in streamer.special_ids]
+    return Generation(
+        text="".join(pieces).strip(),
+        prompt_tokens=int(batch["input_ids"].shape[1]),
+        completion_tokens=len(content_ids) + int(ended),
+        seconds=time.perf_counter() - streamer.started,
+        first_token_seconds=None if streamer.first_token_at is None else streamer.first_token_at - streamer.started,
+        finish_reason="stop" if ended else "length",
+    )
+
+
+def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """CPU in float32 by default; a CUDA GPU in bf16 (fp16 where bf16 is not supported)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return torch.device(device), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.device(device), torch.float32
+
+
+def load_for_inference(model_dir, device: str = "auto"):
+    """A saved model directory, ready to answer: on the GPU in half precision when there is one."""
+    from sccl_hf.model import load_model, load_tokenizer
+
+    device, dtype = pick_device(device)
+    model = load_model(model_dir, dtype=dtype).to(device).eval()
+    return model, load_tokenizer(model_dir)

@@ -1,0 +1,73 @@
+"""`sccl chat --model DIR`: chat in the terminal, with the answer streamed as it is generated.
+
+Commands: /exit, /clear (clear the screen), /search TYPE (greedy, sampling, beam, contrastive), /max N,
+/help. A line ending in a backslash continues on the next line; a line of three quotes starts and ends a
+block of several lines.
+"""
+
+import argparse
+import sys
+
+from sccl_hf.inference import load_for_inference, stream_answer
+
+SEARCH_TYPES = ("greedy", "sampling", "beam", "contrastive")
+HELP = "commands: /exit  /clear  /search greedy|sampling|beam|contrastive  /max N  /help"
+
+
+def read_message(read=input) -> str | None:
+    """One message: a line, lines joined by a trailing backslash, or a block between lines of three quotes.
+    None at end of input."""
+    try:
+        line = read("你: ")
+        if line.strip() == '"""':
+            lines = []
+            while (line := read("... ")).strip() != '"""':
+                lines.append(line)
+            return "\n".join(lines)
+        lines = [line]
+        while lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1]
+            lines.append(read("... "))
+        return "\n".join(lines)
+    except EOFError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sccl chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a saved model directory")
+    parser.add_argument("--search-type", choices=SEARCH_TYPES, default="greedy")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    args = parser.parse_args(argv)
+
+    model, tokenizer = load_for_inference(args.model, args.device)
+    search_type, max_new_tokens = args.search_type, args.max_new_tokens
+    print(f"model {args.model} on {model.device} ({model.dtype}); search {search_type}; {HELP}", flush=True)
+    while (message := read_message()) is not None:
+        command, *rest = message.strip().split() or [""]
+        if command == "/exit":
+            break
+        elif command == "/clear":
+            print("\033[2J\033[H", end="", flush=True)
+        elif command == "/help":
+            print(HELP)
+        elif command == "/search" and rest and rest[0] in SEARCH_TYPES:
+            search_type = rest[0]
+            print(f"search type: {search_type}")
+        elif command == "/max" and rest and rest[0].isdigit() and int(rest[0]) > 0:
+            max_new_tokens = int(rest[0])
+            print(f"max new tokens: {max_new_tokens}")
+        elif command.startswith("/"):
+            print(f"unknown command {message.strip()!r}; {HELP}")
+        elif message.strip():
+            print("模型: ", end="", flush=True)
+            result = stream_answer(
+                model, tokenizer, message, lambda text: print(text, end="", flush=True), search_type, max_new_tokens
+            )
+            print(f"\n[{result.completion_tokens} tokens, {result.tokens_per_second:.1f} tokens/s, {search_type}]", flush=True)
+    print("bye")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,195 @@
+"""A real uvicorn server on 127.0.0.1 serving a tiny saved model, driven by real clients."""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from conftest import ROOT
+
+KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir, *extra) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sccl_hf.cli", "serve", "--model", str(model_dir), "--port", str(port), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError(f"server did not start: {process.stdout.read()}")
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output
+
+
+@pytest.fixture(scope="module")
+def server(trained_model_dir):
+    process, url = start_server(trained_model_dir)
+    yield url
+    output = stop(process)
+    assert "Traceback" not in output, output
+
+
+@pytest.fixture(scope="module")
+def keyed_server(trained_model_dir):
+    process, url = start_server(trained_model_dir, "--api-key", KEY)
+    yield url
+    stop(process)
+
+
+def test_openai_client_gets_an_answer(server):
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused")
+    completion = client.chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "浙江的省会是哪里？"}], temperature=0
+    )
+    assert completion.choices[0].message.content == "杭州"
+    assert completion.choices[0].finish_reason == "stop"
+    usage = completion.usage
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_openai_client_streams_an_answer(server):
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused")
+    stream = client.chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "大的反义词是什么？"}], temperature=0, stream=True
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == "小"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_models_and_health(server):
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    models = httpx.get(f"{server}/v1/models").json()
+    assert models["object"] == "list" and len(models["data"]) == 1
+
+
+def test_chatlm_api_without_a_key(server):
+    response = httpx.post(f"{server}/api/chat", json={"input_txt": "3加5等于多少？"}, timeout=60)
+    assert response.status_code == 200 and response.json() == {"response": "8"}
+
+
+def test_chatlm_api_with_a_key(keyed_server):
+    url = f"{keyed_server}/api/chat"
+    body = {"input_txt": "3加5等于多少？"}
+    assert httpx.post(url, json=body).status_code == 401
+    wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+    right = httpx.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    assert right.status_code == 200 and right.json() == {"response": "8"}
+    assert httpx.get(f"{keyed_server}/v1/models").status_code == 401
+    assert httpx.get(f"{keyed_server}/health").status_code == 200
+
+
+def test_32_concurrent_requests_all_succeed(server):
+    prompts = ["浙江的省会是哪里？", "大的反义词是什么？", "3加5等于多少？", "把37写成汉字。"]
+    answers = {"浙江的省会是哪里？": "杭州", "大的反义词是什么？": "小", "3加5等于多少？": "8", "把37写成汉字。": "三十七"}
+
+    def ask(i):
+        prompt = prompts[i % 4]
+        body = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "stream": i % 2 == 0}
+        with httpx.Client(timeout=120) as client:
+            if i % 2:
+                response = client.post(f"{server}/v1/chat/completions", json=body)
+                return prompt, response.status_code, response.json()["choices"][0]["message"]["content"]
+            text = ""
+            with client.stream("POST", f"{server}/v1/chat/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                return prompt, response.status_code, text
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(ask, range(32)))
+    assert all(status == 200 for _, status, _ in results)
+    assert all(text == answers[prompt] for prompt, _, text in results)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/api/chat", b"not json", 422),
+        ("/api/chat", {}, 422),
+        ("/api/chat", {"input_txt": ""}, 400),
+        ("/api/chat", {"input_txt": 42}, 422),
+        ("/api/chat", {"input_txt": "很长的问题" * 200}, 413),
+        ("/v1/chat/completions", {"messages": []}, 422),
+        ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 422),
+        ("/v1/chat/completions", {"messages": [{"role": "system", "content": "hi"}]}, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 422),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 422),
+    ],
+)
+def test_malformed_requests_get_a_json_4xx(server, path, body, status):
+    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    response = httpx.post(f"{server}{path}", timeout=60, **kwargs)
+    assert response.status_code == status
+    assert "message" in response.json()["error"]
+
+
+def test_oversized_max_tokens_is_clamped(server):
+    body = {"messages": [{"role": "user", "content": "浙江的省会是哪里？"}], "temperature": 0, "max_tokens": 100_000}
+    response = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "杭州"
+
+
+def test_client_disconnect_stops_the_generation(server):
+    # A sampling stream can run to the length limit; dropping it early must not break the server.
+    body = {"messages": [{"role": "user", "content": "把37写成汉字。"}], "temperature": 1.5, "stream": True}
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", f"{server}/v1/chat/completions", json=body) as response:
+            next(response.iter_lines())
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or os.environ.get("CI")), reason="needs Debian's chromium (make test installs it)")
+def test_web_page_shows_a_streamed_answer(server, tmp_path):
+    chromium = shutil.which("chromium")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
+    url = f"{server}/?q=浙江的省会是哪里？"
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-done="true"' in dom and ">杭州</div>" in dom, dom[-2000:]
+    subprocess.run([chromium, *flags, f"--screenshot={artifacts / 'web_chat.png'}", "--window-size=900,600", url],
+                   capture_output=True, timeout=120)
+    assert (artifacts / "web_chat.png").stat().st_size > 5000
