@@ -55,11 +55,19 @@ def test_missing_input_file_is_an_error_naming_it(tmp_path, tokenizer_dir):
         parse_recipe(path, [], SEQ2SEQ)
 
 
+def test_null_and_empty_list_values_keep_their_meaning(tmp_path, demo_data, tokenizer_dir):
+    path = write_recipe(tmp_path, base(demo_data, tokenizer_dir) + "eval_files: []\nresume_from_checkpoint: null\n")
+    _, data_args, training_args = parse_recipe(path, [], SEQ2SEQ)
+    assert data_args.eval_files == [] and data_args.eval_paths == []
+    assert training_args.resume_from_checkpoint is None
+
+
 def test_glob_and_directory_inputs_expand(tmp_path, demo_data, tokenizer_dir):
     folder = demo_data["pretrain"].parent
     path = write_recipe(tmp_path, f"stage: sft\ntokenizer_dir: {tokenizer_dir}\ntrain_files: ['{folder}/*.parquet']\neval_files: [{folder}]\n")
     _, data_args, _ = parse_recipe(path, [], SEQ2SEQ)
-    assert len(data_args.train_paths) == 3 and data_args.eval_paths == data_args.train_paths
+    assert data_args.train_paths == sorted(folder.glob("*.parquet")) and len(data_args.train_paths) >= 3
+    assert data_args.eval_paths == data_args.train_paths
 
 
 def test_runner_exits_with_a_one_line_error(tmp_path, demo_data, tokenizer_dir):

@@ -43,12 +43,13 @@ class _RecipeArgumentParser(HfArgumentParser):
         raise RecipeError(f"{self.source}: {message}")
 
 
-def _as_argv(recipe: dict) -> tuple[list[str], list[str]]:
-    """YAML values as command-line words, so argparse converts and checks every one of them."""
-    argv, null_keys = [], []
+def _as_argv(recipe: dict) -> tuple[list[str], dict]:
+    """YAML values as command-line words, so argparse converts and checks every one of them. Nulls and empty
+    lists have no command-line form: they are returned apart and set after parsing."""
+    argv, set_after = [], {}
     for key, value in recipe.items():
-        if value is None:
-            null_keys.append(key)
+        if value is None or value == []:
+            set_after[key] = value
         elif isinstance(value, bool):
             argv += [f"--{key}", str(value).lower()]
         elif isinstance(value, list):
@@ -57,7 +58,7 @@ def _as_argv(recipe: dict) -> tuple[list[str], list[str]]:
             argv += [f"--{key}", json.dumps(value)]
         else:
             argv += [f"--{key}", str(value)]
-    return argv, null_keys
+    return argv, set_after
 
 
 def parse_recipe(path: str | Path, overrides: list[str], dataclass_types: tuple) -> tuple:
@@ -73,7 +74,7 @@ def parse_recipe(path: str | Path, overrides: list[str], dataclass_types: tuple)
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise RecipeError(f"{source}: unknown key '{key}'{hint}")
-    argv, null_keys = _as_argv(recipe)
+    argv, set_after = _as_argv(recipe)
     parser = _RecipeArgumentParser(dataclass_types)
     parser.source = f"{path}"
     try:
@@ -82,12 +83,12 @@ def parse_recipe(path: str | Path, overrides: list[str], dataclass_types: tuple)
         raise
     except (ValueError, TypeError, FileNotFoundError) as error:  # raised by a dataclass's __post_init__
         raise RecipeError(f"{path}: {error}") from error
-    for key in null_keys:
+    for key, value in set_after.items():
         if key in override_keys:
             continue
         for instance in parsed:
             if key in {f.name for f in dataclasses.fields(instance)}:
-                setattr(instance, key, None)
+                setattr(instance, key, value)
     return tuple(parsed)
 
 
