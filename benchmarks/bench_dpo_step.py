@@ -27,6 +27,7 @@ from sccl_hf.train_tokenizer import main as train_tokenizer
 
 def median_step_seconds(trainer, batch, steps: int) -> float:
     trainer.create_optimizer_and_scheduler(num_training_steps=steps + 5)
+    trainer.current_gradient_accumulation_steps = 1  # set by train(); we call training_step directly
     trainer.model.train()
     times = []
     for _ in range(steps + 3):

@@ -14,14 +14,11 @@
 import argparse
 import concurrent.futures
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from configuration_chat_model import TextToTextModelConfig  # noqa: E402
 from modeling_chat_model import TextToTextModel  # noqa: E402
@@ -96,14 +93,33 @@ def first_token_latency_ms(model, repeats: int = 5) -> float:
     return statistics.median(latencies)
 
 
-def serving_requests_per_second(requests: int, clients: int = 8) -> tuple[float, float]:
-    """(server requests/s at `clients` concurrent clients, in-process requests/s one after another)."""
+def concurrent_streams(url: str, streams: int) -> int:
+    """Open `streams` streaming completions at once; return how many finished with [DONE] and no error."""
     import httpx
-    from test_serve import start_server, stop
+
+    body = {"messages": [{"role": "user", "content": "浙江的省会是哪里？"}], "temperature": 0.8, "max_tokens": 32,
+            "stream": True}
+
+    def one(_):
+        try:
+            with httpx.Client(timeout=300) as http, http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                return r.status_code == 200 and any(line == "data: [DONE]" for line in r.iter_lines())
+        except httpx.HTTPError:
+            return False
+
+    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+        return sum(pool.map(one, range(streams)))
+
+
+def serving_requests_per_second(requests: int, clients: int = 8, streams: int = 128) -> tuple[float, float, int]:
+    """(server requests/s at `clients` concurrent clients, in-process requests/s one after another,
+    streams that completed out of `streams` opened at once)."""
+    import httpx
 
     from sccl_hf.demo_corpus import write_corpus
     from sccl_hf.inference import stream_answer
     from sccl_hf.model import build_config, load_model, load_tokenizer, new_model, save_model_dir
+    from sccl_hf.serve import LocalServer
     from sccl_hf.train_tokenizer import TokenizerArguments
     from sccl_hf.train_tokenizer import main as train_tokenizer
 
@@ -114,15 +130,15 @@ def serving_requests_per_second(requests: int, clients: int = 8) -> tuple[float,
         torch.manual_seed(0)
         model_dir = save_model_dir(new_model(build_config("tiny", tokenizer)), tokenizer, f"{tmp}/model")
         prompt, max_tokens = "浙江的省会是哪里？", 16
-        # In-process baseline: the same generation, no HTTP, one after another. min_new_tokens fixes the length.
+        # In-process baseline: the same greedy generation (same tokens), no HTTP, one after another.
         model = load_model(model_dir).eval()
         start = time.perf_counter()
         for _ in range(requests):
-            stream_answer(model, tokenizer, prompt, lambda text: None, max_new_tokens=max_tokens, min_new_tokens=max_tokens)
+            stream_answer(model, tokenizer, prompt, lambda text: None, max_new_tokens=max_tokens)
         in_process = requests / (time.perf_counter() - start)
 
-        process, url = start_server(model_dir)
-        try:
+        with LocalServer(model_dir) as server:
+            url = server.url
             body = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": max_tokens}
 
             def client(n):
@@ -134,9 +150,8 @@ def serving_requests_per_second(requests: int, clients: int = 8) -> tuple[float,
             with concurrent.futures.ThreadPoolExecutor(clients) as pool:
                 list(pool.map(client, [requests // clients] * clients))
             served = (requests // clients * clients) / (time.perf_counter() - start)
-        finally:
-            stop(process)
-    return served, in_process
+            completed_streams = concurrent_streams(url, streams)
+    return served, in_process, completed_streams
 
 
 def main() -> None:
@@ -157,9 +172,11 @@ def main() -> None:
         print(f"  greedy batch 1: {rate1:8.1f} tokens/s   bandwidth bound {bound:8.1f} tokens/s   ratio {rate1 / bound:.2f}")
         print(f"  greedy batch 8: {rate8:8.1f} tokens/s   {rate8 / rate1:.1f}x batch 1")
         print(f"  first token when streaming: {first_token_latency_ms(model):.1f} ms")
-    served, in_process = serving_requests_per_second(32 if args.quick else 96)
+    streams = 32 if args.quick else 128
+    served, in_process, completed = serving_requests_per_second(32 if args.quick else 96, streams=streams)
     print(f"\nserver, 8 concurrent clients (tiny, 16 tokens): {served:.1f} requests/s; "
           f"in-process one by one: {in_process:.1f} requests/s; ratio {served / in_process:.2f}")
+    print(f"server, {streams} streams opened at once: {completed}/{streams} completed without error")
 
 
 if __name__ == "__main__":

@@ -4,70 +4,30 @@ import concurrent.futures
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 from openai import OpenAI
 
 from conftest import ROOT
+from sccl_hf.serve import LocalServer
 
 KEY = "test-key-123"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_dir, *extra) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sccl_hf.cli", "serve", "--model", str(model_dir), "--port", str(port), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        if process.poll() is not None:
-            break
-    process.kill()
-    raise RuntimeError(f"server did not start: {process.stdout.read()}")
-
-
-def stop(process: subprocess.Popen) -> str:
-    process.send_signal(signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
-
-
 @pytest.fixture(scope="module")
 def server(trained_model_dir):
-    process, url = start_server(trained_model_dir)
-    yield url
-    output = stop(process)
+    local = LocalServer(trained_model_dir)
+    yield local.url
+    output = local.stop()
     assert "Traceback" not in output, output
 
 
 @pytest.fixture(scope="module")
 def keyed_server(trained_model_dir):
-    process, url = start_server(trained_model_dir, "--api-key", KEY)
-    yield url
-    stop(process)
+    with LocalServer(trained_model_dir, "--api-key", KEY) as local:
+        yield local.url
 
 
 def test_openai_client_gets_an_answer(server):

@@ -115,22 +115,28 @@ def resolve_files(patterns: list[str], key: str, suffixes=(".parquet", ".jsonl",
 
 
 @dataclass
-class DataArguments:
-    """Where the prompt/response tables are and how to read them."""
+class DataFiles:
+    """Training and evaluation files: lists of files, directories or globs, resolved (or refused) at parse time."""
 
     train_files: list[str] = field(default_factory=list, metadata={"help": "parquet/jsonl files, directories or globs"})
     eval_files: list[str] = field(default_factory=list, metadata={"help": "held-out files for evaluation"})
-    prompt_column: str = "prompt"
-    response_column: str = "response"
-    max_seq_len: int = field(default=256, metadata={"help": "truncate prompts and responses to this many tokens"})
-    streaming: bool = field(default=False, metadata={"help": "stream with `datasets` (GB-scale data); needs max_steps"})
-    buffer_size: int = field(default=10_000, metadata={"help": "shuffle buffer, in rows, when streaming"})
 
     def __post_init__(self):
         if not self.train_files:
             raise ValueError("train_files: give at least one parquet/jsonl file, directory or glob")
         self.train_paths = resolve_files(self.train_files, "train_files")
         self.eval_paths = resolve_files(self.eval_files, "eval_files") if self.eval_files else []
+
+
+@dataclass
+class DataArguments(DataFiles):
+    """Where the prompt/response tables are and how to read them."""
+
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    max_seq_len: int = field(default=256, metadata={"help": "truncate prompts and responses to this many tokens"})
+    streaming: bool = field(default=False, metadata={"help": "stream with `datasets` (GB-scale data); needs max_steps"})
+    buffer_size: int = field(default=10_000, metadata={"help": "shuffle buffer, in rows, when streaming"})
 
 
 @dataclass

@@ -8,7 +8,6 @@ shards and no process reads another's rows.
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +79,7 @@ def _valid(row: dict, columns: list[str]) -> bool:
 
 
 def _generate_rows(shards: list[tuple[str, int]], columns: list[str]) -> Iterator[dict]:
+    """Valid rows of the shards; invalid ones are skipped and counted, one warning per shard that had any."""
     for path, row_group in shards:
         skipped = 0
         for row in _iter_shard_rows(path, row_group, columns):
@@ -88,41 +88,27 @@ def _generate_rows(shards: list[tuple[str, int]], columns: list[str]) -> Iterato
             else:
                 skipped += 1
         if skipped:
-            logger.warning("%s: skipped %d rows with a null, empty or non-string field in %s", path, skipped, columns)
+            where = f" (row group {row_group})" if row_group > 0 else ""
+            logger.warning("%s: skipped %d rows%s with a null, empty or non-string field in %s", path, skipped, where, columns)
 
 
 def load_table(
     paths: list[Path], columns: list[str], streaming: bool = False, shuffle_seed: int | None = None, buffer_size: int = 10_000
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Rows of `columns` from `paths`, skipping invalid rows (counted and logged per file)."""
+    """Rows of `columns` from `paths`, skipping invalid rows (counted and logged per file or row group)."""
     check_columns(paths, columns)
     features = datasets.Features({c: datasets.Value("string") for c in columns})
+    shards = _shards(paths)
     if streaming:
         table = datasets.IterableDataset.from_generator(
-            _generate_rows, gen_kwargs={"shards": _shards(paths), "columns": tuple(columns)}  # a list would count as shards, features=features
-        )
+            _generate_rows, gen_kwargs={"shards": shards, "columns": tuple(columns)}, features=features
+        )  # columns as a tuple: a list in gen_kwargs would count as a list of shards
         return table.shuffle(seed=shuffle_seed, buffer_size=buffer_size) if shuffle_seed is not None else table
-    rows, skipped = {c: [] for c in columns}, Counter()
-    for path in paths:
-        for row in _iter_shard_rows_all(path, columns):
-            if _valid(row, columns):
-                for c in columns:
-                    rows[c].append(row[c])
-            else:
-                skipped[str(path)] += 1
-    for path, count in skipped.items():
-        logger.warning("%s: skipped %d rows with a null, empty or non-string field in %s", path, count, columns)
-    if not rows[columns[0]]:
+    rows = list(_generate_rows(shards, columns))
+    if not rows:
         raise DataError(f"no usable rows in {[str(p) for p in paths]} (every row had a null or empty field)")
-    table = datasets.Dataset.from_dict(rows, features=features)
+    table = datasets.Dataset.from_list(rows, features=features)
     return table.shuffle(seed=shuffle_seed) if shuffle_seed is not None else table
-
-
-def _iter_shard_rows_all(path: Path, columns: list[str]) -> Iterator[dict]:
-    if path.suffix == ".parquet":
-        yield from pq.read_table(path, columns=columns).to_pylist()
-    else:
-        yield from _iter_json_rows(path)
 
 
 def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", response_column: str = "response"):
@@ -134,6 +120,13 @@ def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", r
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
 
     return tokenize
+
+
+def load_seq2seq_splits(data_args, tokenizer, seed: int):
+    """(train, eval or None): tokenized prompt/response rows of the recipe's train_files and eval_files."""
+    train = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, seed=seed)
+    evaluation = load_seq2seq_dataset(data_args, data_args.eval_paths, tokenizer, seed=0, shuffle=False) if data_args.eval_paths else None
+    return train, evaluation
 
 
 def load_seq2seq_dataset(data_args, paths: list[Path], tokenizer, seed: int, shuffle: bool = True):

@@ -37,31 +37,12 @@ def evaluate(model_dir: Path, held_out: Path) -> tuple[float, list[tuple[str, st
 
 def ask_the_server(model_dir: Path, question: str) -> str:
     """Start `sccl serve` on a free local port, ask one question through /api/chat, stop the server."""
-    import socket
-    import subprocess
-    import sys
-
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "sccl_hf.cli", "serve", "--model", str(model_dir), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        return httpx.post(f"{url}/api/chat", json={"input_txt": question}, timeout=60).json()["response"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    from sccl_hf.serve import LocalServer
+
+    with LocalServer(model_dir) as server:
+        return httpx.post(f"{server.url}/api/chat", json={"input_txt": question}, timeout=60).json()["response"]
 
 
 def run_demo(output_dir: str | Path = "runs/demo", seed: int = 0) -> dict:

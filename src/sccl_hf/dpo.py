@@ -15,7 +15,7 @@ from peft import LoraConfig, TaskType
 from transformers import set_seed
 from trl import DPOConfig
 
-from sccl_hf.configs import parse_recipe, resolve_files
+from sccl_hf.configs import DataFiles, parse_recipe
 from sccl_hf.data import load_table
 from sccl_hf.model import count_parameters, load_model, load_tokenizer
 from sccl_hf.seq2seq_dpo import Seq2SeqDPOTrainer
@@ -50,16 +50,10 @@ class DPOModelArguments:
 
 
 @dataclass
-class PreferenceDataArguments:
-    train_files: list[str] = field(default_factory=list, metadata={"help": "parquet/jsonl with prompt, chosen, rejected"})
-    eval_files: list[str] = field(default_factory=list)
-    max_seq_len: int = field(default=256, metadata={"help": "truncate prompts and completions to this many tokens"})
+class PreferenceDataArguments(DataFiles):
+    """Files with prompt, chosen and rejected columns (parquet or JSON lines)."""
 
-    def __post_init__(self):
-        if not self.train_files:
-            raise ValueError("train_files: give at least one parquet/jsonl file with prompt, chosen, rejected")
-        self.train_paths = resolve_files(self.train_files, "train_files")
-        self.eval_paths = resolve_files(self.eval_files, "eval_files") if self.eval_files else []
+    max_seq_len: int = field(default=256, metadata={"help": "truncate prompts and completions to this many tokens"})
 
 
 RECIPE_ARGUMENTS = (DPOModelArguments, PreferenceDataArguments, DPOConfig)

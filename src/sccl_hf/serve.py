@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import hmac
 import json
+import os
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -125,9 +127,12 @@ class ModelWorker:
                 return item
 
 
-def create_app(model_dir: str | Path, api_key: str | None = None, search_type: str = "greedy", workers: int = 4,
+def create_app(model_dir: str | Path, api_key: str | None = None, search_type: str = "greedy", workers: int = 2,
                device: str = "auto") -> FastAPI:
     model, tokenizer = load_for_inference(model_dir, device)
+    if model.device.type == "cpu":
+        # Workers share the cores: each generation gets its share of threads instead of all of them competing.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     worker = ModelWorker(model, tokenizer, search_type, workers)
     model_name = Path(model_dir).resolve().name
     app = FastAPI(title="sccl-hf", description=f"serving {model_name}")
@@ -225,6 +230,58 @@ def create_app(model_dir: str | Path, api_key: str | None = None, search_type: s
     return app
 
 
+class LocalServer:
+    """`sccl serve` in a child process on a free 127.0.0.1 port (the demo, tests and benchmarks use it).
+
+    `with LocalServer(model_dir, "--api-key", KEY) as server: httpx.get(server.url + "/health")`"""
+
+    def __init__(self, model_dir: str | Path, *args: str, timeout: float = 120):
+        import socket
+        import subprocess
+        import sys
+        import tempfile
+
+        import httpx
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.TemporaryFile(mode="w+")
+        command = [sys.executable, "-m", "sccl_hf.cli", "serve", "--model", str(model_dir), "--port", str(port), *args]
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        output = self.stop()
+        raise RuntimeError(f"sccl serve did not start within {timeout:.0f} s:\n{output}")
+
+    def stop(self) -> str:
+        """Stop the server (Ctrl+C, as a person would) and return everything it printed."""
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.seek(0)
+        return self.log.read()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -235,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: open)")
     parser.add_argument("--search-type", default="greedy", choices=["greedy", "sampling", "beam", "contrastive"],
                         help="for /api/chat and requests without a temperature")
-    parser.add_argument("--workers", type=int, default=4, help="answers generated at once; later ones wait")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="answers generated at once; later ones wait (default: cores, at most 4)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     app = create_app(args.model, args.api_key, args.search_type, args.workers, args.device)

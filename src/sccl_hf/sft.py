@@ -6,7 +6,7 @@ import sys
 from transformers import Seq2SeqTrainingArguments, set_seed
 
 from sccl_hf.configs import DataArguments, ModelArguments, parse_recipe
-from sccl_hf.data import load_seq2seq_dataset
+from sccl_hf.data import load_seq2seq_splits
 from sccl_hf.model import count_parameters, load_model, load_tokenizer
 from sccl_hf.training import build_seq2seq_trainer, check_streaming, setup_logging, train_and_save
 
@@ -38,8 +38,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Se
     logger.info("model: %.1fM parameters, %.1fM trainable", count_parameters(model) / 1e6, trainable / 1e6)
 
     # 3. data
-    train_dataset = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, seed=training_args.seed)
-    eval_dataset = load_seq2seq_dataset(data_args, data_args.eval_paths, tokenizer, seed=0, shuffle=False) if data_args.eval_paths else None
+    train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, seed=training_args.seed)
 
     # 4. train and save
     trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args)
