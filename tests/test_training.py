@@ -56,6 +56,16 @@ def test_sft_lowers_the_loss_and_freezing_keeps_the_encoder(pretrained_dir, fixe
     assert not torch.equal(before.decoder.block[0].layer[0].SelfAttention.q.weight, after.decoder.block[0].layer[0].SelfAttention.q.weight)
 
 
+def test_evaluation_loss_is_logged_with_the_training_loss(pretrained_dir, fixed_batch, demo_data, tmp_path):
+    run_recipe(str(DEMO / "sft.yaml"), [
+        "--model_name_or_path", str(pretrained_dir), "--train_files", str(fixed_batch),
+        "--eval_files", str(demo_data["held_out"]), "--eval_strategy", "steps", "--eval_steps", "2",
+        *quick(tmp_path, 4),
+    ])
+    assert [step for step, _ in logged(tmp_path, "eval_loss")] == [2, 4]
+    assert len(logged(tmp_path)) == 4
+
+
 def test_resume_continues_at_the_saved_step(pretrained_dir, fixed_batch, tmp_path):
     args = ["--model_name_or_path", str(pretrained_dir), "--train_files", str(fixed_batch),
             "--save_strategy", "steps", "--save_steps", "3"]

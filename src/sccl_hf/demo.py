@@ -1,9 +1,11 @@
-"""The end-to-end demo on CPU: generate a corpus, train a tokenizer, pretrain, SFT, answer held-out questions.
+"""The end-to-end demo on CPU: generate a corpus, train a tokenizer, pretrain, SFT, answer held-out questions,
+make DPO data from the model's own mistakes, train DPO, answer again, and ask `sccl serve` one question.
 
 Each stage runs from its recipe in recipes/demo/, with paths pointed into one output directory.
 """
 
 import csv
+import sys
 import time
 from pathlib import Path
 
@@ -87,7 +89,9 @@ def run_demo(output_dir: str | Path = "runs/demo", seed: int = 0) -> dict:
     print(f"HTTP API (sccl serve): POST /api/chat {{\"input_txt\": \"{api_question}\"}} -> {api_answer}")
     print(f"elapsed: {elapsed:.0f} s")
     print(f"outputs: {out}")
-    print(f"next: sccl chat --model {out / 'dpo'}   or   sccl serve --model {out / 'dpo'}  (then open http://127.0.0.1:8812/)")
+    sccl = Path(sys.executable).parent / "sccl"  # the command of this environment, activated or not
+    print(f"next: {sccl} chat --model {out / 'dpo'}")
+    print(f"  or: {sccl} serve --model {out / 'dpo'}   (then open http://127.0.0.1:8812/)")
     return {
         "accuracy": dpo_accuracy, "sft_accuracy": sft_accuracy, "reward_accuracy": reward_accuracy,
         "elapsed": elapsed, "output_dir": str(out), "samples": dpo_samples,

@@ -1,4 +1,4 @@
-"""Batched answers from a model directory: the one place prompts become responses (demo, DPO data, eval)."""
+"""Answers from a model: batched (demo, DPO data) or streamed one at a time (chat, serve)."""
 
 import threading
 import time
@@ -89,14 +89,13 @@ def stream_answer(
     max_len = getattr(model.config, "max_seq_len", 256)
     max_new_tokens = min(max_new_tokens or max_len, max_len)
     batch = tokenizer([prompt], truncation=True, max_length=max_len, return_tensors="pt").to(model.device)
-    streamer = CallbackStreamer(tokenizer, on_text, cancelled)
     pieces = []
 
     def collect(text):
         pieces.append(text)
         on_text(text)
 
-    streamer.on_text = collect
+    streamer = CallbackStreamer(tokenizer, collect, cancelled)
     model.my_generate(
         batch["input_ids"], batch["attention_mask"], max_seq_len=max_new_tokens, search_type=search_type,
         streamer=streamer, **overrides,
