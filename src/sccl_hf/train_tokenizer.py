@@ -6,7 +6,10 @@ needed ~48 GB of RAM for 1.7 GB of text). Here text is cut into jieba words firs
 `max_piece_chars` is cut again, so the table holds distinct *words* and stops growing with the corpus.
 """
 
+import itertools
 import logging
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -38,6 +41,7 @@ class TokenizerArguments:
     max_chars: int = field(default=0, metadata={"help": "stop after this many characters (0: read everything)"})
     pretokenize: str = field(default="jieba", metadata={"help": "jieba (bounded memory) or none (whole sentences)"})
     max_piece_chars: int = field(default=16, metadata={"help": "longest piece handed to the trainer"})
+    num_proc: int = field(default=0, metadata={"help": "processes for jieba segmentation (0: one per core)"})
     batch_rows: int = 1000
 
     def __post_init__(self):
@@ -77,24 +81,45 @@ def iter_texts(args: TokenizerArguments) -> Iterator[list[str]]:
                     yield lines
 
 
+def segment(texts: list[str], max_piece_chars: int) -> list[str]:
+    """jieba words of `texts`, each cut into pieces of at most `max_piece_chars` characters."""
+    n = max_piece_chars
+    return [word[i : i + n] for text in texts for word in jieba.cut(text, HMM=False) for i in range(0, len(word), n)]
+
+
 def iter_pieces(args: TokenizerArguments) -> Iterator[list[str]]:
-    """Yield batches of pieces for the trainer (jieba words, cut to `max_piece_chars`), with a progress bar."""
-    total = args.max_chars or None
+    """Yield batches of pieces for the trainer (jieba words, cut to `max_piece_chars`), with a progress bar.
+
+    jieba runs in `num_proc` processes over a window of a few batches at a time, so memory stays bounded."""
+    processes = args.num_proc or os.cpu_count() or 1
+    with tqdm(total=args.max_chars or None, unit="char", unit_scale=True, desc="tokenizer corpus", file=sys.stderr) as progress:
+        batches = _counted(_capped(iter_texts(args), args.max_chars), progress)
+        if args.pretokenize == "none":
+            yield from batches
+        elif processes == 1:
+            yield from (segment(texts, args.max_piece_chars) for texts in batches)
+        else:
+            jieba.initialize()  # once, before forking, so each worker starts with the dictionary loaded
+            with multiprocessing.get_context("fork").Pool(processes) as pool:
+                while window := list(itertools.islice(batches, 2 * processes)):
+                    yield from pool.starmap(segment, [(texts, args.max_piece_chars) for texts in window])
+
+
+def _capped(batches: Iterator[list[str]], max_chars: int) -> Iterator[list[str]]:
     seen = 0
-    with tqdm(total=total, unit="char", unit_scale=True, desc="tokenizer corpus", file=sys.stderr) as progress:
-        for texts in iter_texts(args):
-            if args.max_chars and seen >= args.max_chars:
-                break
-            if args.max_chars:
-                texts = _cap(texts, args.max_chars - seen)
-            chars = sum(len(t) for t in texts)
-            seen += chars
-            progress.update(chars)
-            if args.pretokenize == "none":
-                yield texts
-                continue
-            n = args.max_piece_chars
-            yield [word[i : i + n] for text in texts for word in jieba.cut(text, HMM=False) for i in range(0, len(word), n)]
+    for texts in batches:
+        if max_chars and seen >= max_chars:
+            return
+        if max_chars:
+            texts = _cap(texts, max_chars - seen)
+        seen += sum(len(t) for t in texts)
+        yield texts
+
+
+def _counted(batches: Iterator[list[str]], progress) -> Iterator[list[str]]:
+    for texts in batches:
+        progress.update(sum(len(t) for t in texts))
+        yield texts
 
 
 def _cap(texts: list[str], budget: int) -> list[str]:
