@@ -26,6 +26,10 @@ SEARCH_SETTINGS = {
 
 class TextToTextModel(T5ForConditionalGeneration):
     config_class = TextToTextModelConfig
+    # T5's forward takes **kwargs but its loss is a plain token mean that ignores `num_items_in_batch`. Saying
+    # so keeps the Trainer from multiplying that mean by the number of processes (which, in a multi-process
+    # run, scaled the gradients and the logged loss by the world size).
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def my_generate(

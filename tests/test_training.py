@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -129,8 +130,11 @@ def test_two_process_streaming_pretrain_saves_a_model(tokenizer_dir, demo_data, 
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert load_model(tmp_path).config.vocab_size > 0
+    vocab_size = load_model(tmp_path).config.vocab_size
+    # One writer (process 0 of 2, not two processes that each think they are 0 of 1) ...
     assert [step for step, _ in logged(tmp_path)] == [1, 2, 3, 4]
+    # ... logging a per-token mean near ln(vocab) for a new model, not one multiplied by the 2 processes.
+    assert logged(tmp_path)[0][1] < 1.5 * math.log(vocab_size)
 
 
 def test_streaming_without_max_steps_is_an_error(tokenizer_dir, demo_data, tmp_path):

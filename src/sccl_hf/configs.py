@@ -61,6 +61,18 @@ def _as_argv(recipe: dict) -> tuple[list[str], dict]:
     return argv, set_after
 
 
+def _device_defaults(dataclass_types: tuple) -> list[str]:
+    """`use_cpu: true` when this machine has no GPU. Without it, transformers 5 sets up each process of a
+    multi-process CPU run (accelerate launch --multi_gpu) as process 0 of 1: every process would write the logs,
+    checkpoints and final model. A recipe or override that sets use_cpu wins."""
+    import torch
+    from transformers import TrainingArguments
+
+    if any(issubclass(t, TrainingArguments) for t in dataclass_types) and not torch.cuda.is_available():
+        return ["--use_cpu", "true"]
+    return []
+
+
 def parse_recipe(path: str | Path, overrides: list[str], dataclass_types: tuple) -> tuple:
     """Parse ``path`` (YAML with a ``stage:`` key) and ``overrides`` (``--key value`` words) into instances
     of ``dataclass_types``. Overrides win over the YAML."""
@@ -78,7 +90,7 @@ def parse_recipe(path: str | Path, overrides: list[str], dataclass_types: tuple)
     parser = _RecipeArgumentParser(dataclass_types)
     parser.source = f"{path}"
     try:
-        parsed = parser.parse_args_into_dataclasses(args=argv + list(overrides))
+        parsed = parser.parse_args_into_dataclasses(args=_device_defaults(dataclass_types) + argv + list(overrides))
     except RecipeError:
         raise
     except (ValueError, TypeError, FileNotFoundError) as error:  # raised by a dataclass's __post_init__

@@ -95,7 +95,10 @@ def _generate_rows(shards: list[tuple[str, int]], columns: list[str]) -> Iterato
 def load_table(
     paths: list[Path], columns: list[str], streaming: bool = False, shuffle_seed: int | None = None, buffer_size: int = 10_000
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Rows of `columns` from `paths`, skipping invalid rows (counted and logged per file or row group)."""
+    """Rows of `columns` from `paths`, skipping invalid rows (counted and logged per file or row group).
+
+    A stream is shuffled here (shard order and a buffer of `buffer_size` rows); an in-memory table is not,
+    since the Trainer's sampler shuffles it every epoch."""
     check_columns(paths, columns)
     features = datasets.Features({c: datasets.Value("string") for c in columns})
     shards = _shards(paths)
@@ -107,8 +110,7 @@ def load_table(
     rows = list(_generate_rows(shards, columns))
     if not rows:
         raise DataError(f"no usable rows in {[str(p) for p in paths]} (every row had a null or empty field)")
-    table = datasets.Dataset.from_list(rows, features=features)
-    return table.shuffle(seed=shuffle_seed) if shuffle_seed is not None else table
+    return datasets.Dataset.from_list(rows, features=features)
 
 
 def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", response_column: str = "response"):

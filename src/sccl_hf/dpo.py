@@ -76,7 +76,7 @@ def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, trai
     logger.info("model: %.1fM parameters; LoRA: %s", count_parameters(model) / 1e6, model_args.use_lora)
 
     # 3. data
-    train_dataset = load_table(data_args.train_paths, PREFERENCE_COLUMNS, shuffle_seed=training_args.seed)
+    train_dataset = load_table(data_args.train_paths, PREFERENCE_COLUMNS)
     eval_dataset = load_table(data_args.eval_paths, PREFERENCE_COLUMNS) if data_args.eval_paths else None
 
     # 4. train and save (a LoRA run saves its adapter)

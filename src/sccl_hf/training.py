@@ -86,19 +86,27 @@ class LossHistoryCallback(TrainerCallback):
         self.rows, self.fields = [], ["step"]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "train_runtime" in logs:  # skip the end-of-run summary
+        # args.process_index, not state.is_world_process_zero: transformers 5.23 leaves the latter True on every
+        # process during training, and two processes would write the file.
+        if args.process_index != 0 or not logs or "train_runtime" in logs:  # also skip the end-of-run summary
             return
         numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-        self.rows.append({"step": state.global_step, **numbers})
-        self.fields += [k for k in numbers if k not in self.fields]
+        row = {"step": state.global_step, **numbers}
+        self.rows.append(row)
+        new_fields = [k for k in numbers if k not in self.fields]
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        if new_fields or len(self.rows) == 1:  # a new column: write the file again with the wider header
+            self.fields += new_fields
+            with open(self.csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(self.rows)
+        else:
+            with open(self.csv_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.fields).writerow(row)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and self.rows:
+        if args.process_index == 0 and self.rows:
             plot_history(self.rows, self.png_path)
 
 
