@@ -36,6 +36,9 @@ def logged(output_dir) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
 
 
+PLAIN_DPO = ["--loss_type", "sigmoid", "--loss_weights", "1.0"]  # the demo recipe adds an SFT term
+
+
 def dpo_args(output_dir, steps, *extra):
     return ["--output_dir", str(output_dir), "--max_steps", str(steps), "--logging_steps", "1", "--disable_tqdm", "true",
             "--per_device_train_batch_size", "4", "--save_strategy", "no", *extra]
@@ -63,7 +66,7 @@ def test_loss_at_step_zero_with_policy_equal_to_reference(tiny_model_dir, loss_t
 
 def test_full_dpo_raises_reward_margin_and_accuracy_on_a_fixed_batch(tiny_model_dir, pairs_file, tmp_path):
     run_recipe(str(DEMO / "dpo.yaml"), ["--model_name_or_path", str(tiny_model_dir), "--train_files", str(pairs_file),
-                                        *dpo_args(tmp_path, 15, "--learning_rate", "5e-3", "--warmup_steps", "0")])
+                                        *PLAIN_DPO, *dpo_args(tmp_path, 15, "--learning_rate", "5e-3", "--warmup_steps", "0")])
     rows = logged(tmp_path)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.1
@@ -127,7 +130,7 @@ def test_dpo_resume_continues_at_the_saved_step(recipe, tiny_model_dir, pairs_fi
 
 def test_precomputed_reference_log_probs(tiny_model_dir, pairs_file, tmp_path):
     run_recipe(str(DEMO / "dpo.yaml"), ["--model_name_or_path", str(tiny_model_dir), "--train_files", str(pairs_file),
-                                        "--precompute_ref_log_probs", "true", *dpo_args(tmp_path, 3)])
+                                        "--precompute_ref_log_probs", "true", *PLAIN_DPO, *dpo_args(tmp_path, 3)])
     rows = logged(tmp_path)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3) and len(rows) == 3
 
