@@ -78,7 +78,8 @@ def test_resume_continues_at_the_saved_step(pretrained_dir, fixed_batch, tmp_pat
     assert state["global_step"] == 6
 
 
-def test_sigint_saves_a_loadable_checkpoint_and_exits(tokenizer_dir, demo_data, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_a_loadable_checkpoint_and_exits(signum, tokenizer_dir, demo_data, tmp_path):
     command = [sys.executable, str(ROOT / "recipes" / "run.py"), str(DEMO / "pretrain.yaml"),
                "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(demo_data["sft"]),
                *quick(tmp_path, 100_000, "--save_strategy", "no")]
@@ -87,7 +88,7 @@ def test_sigint_saves_a_loadable_checkpoint_and_exits(tokenizer_dir, demo_data, 
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
     checkpoints = sorted(tmp_path.glob("checkpoint-*"))
