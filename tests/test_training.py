@@ -1,7 +1,6 @@
 import csv
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, write_parquet
+from conftest import ROOT
 from sccl_hf.model import load_model
 from sccl_hf.stages import run_recipe
 
