@@ -4,8 +4,10 @@ VENV    ?= .venv
 PYTHON3 ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.sccl-installed
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast lint format clean
 
 setup: $(STAMP)
 
@@ -17,11 +19,24 @@ $(STAMP): pyproject.toml scripts/install_torch.sh
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/sccl demo --output-dir runs/demo
+	$(VENV)/bin/sccl demo
 
-test: setup
+# Everything: lint, format check, unit and integration tests.
+test: setup lint
 	bash scripts/install_test_tools.sh
 	$(PY) -m pytest -q
+
+# Unit tests only (under 90 s on 2 cores).
+test-fast: setup lint
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf runs

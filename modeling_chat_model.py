@@ -71,7 +71,9 @@ class TextToTextModel(T5ForConditionalGeneration):
             **settings,
         )
         if settings.get("num_beams", 1) > 1 and streamer is not None:
-            output = self.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config)
+            output = self.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+            )
             streamer.put(output[:, :1].cpu())  # the decoder start token, as generate() streams it
             streamer.put(output[0, 1:].cpu())
             streamer.end()

@@ -21,8 +21,8 @@ from trl import DPOConfig
 from sccl_hf.demo_corpus import build_corpus, write_corpus
 from sccl_hf.model import build_config, load_tokenizer, new_model
 from sccl_hf.seq2seq_dpo import Seq2SeqDPOTrainer
-from sccl_hf.train_tokenizer import TokenizerArguments
-from sccl_hf.train_tokenizer import main as train_tokenizer
+from sccl_hf.stages.tokenizer import TokenizerArguments
+from sccl_hf.stages.tokenizer import main as train_tokenizer
 
 
 def median_step_seconds(trainer, batch, steps: int) -> float:
@@ -54,21 +54,43 @@ def main() -> None:
         pairs = build_corpus()["dpo"][: args.batch]
 
         sft_rows = datasets.Dataset.from_list([{"prompt": p["prompt"], "response": p["chosen"]} for p in pairs])
-        sft_rows = sft_rows.map(lambda r: {"input_ids": tokenizer(r["prompt"])["input_ids"],
-                                           "labels": tokenizer(r["response"])["input_ids"]}, remove_columns=["prompt", "response"])
+        sft_rows = sft_rows.map(
+            lambda r: {
+                "input_ids": tokenizer(r["prompt"])["input_ids"],
+                "labels": tokenizer(r["response"])["input_ids"],
+            },
+            remove_columns=["prompt", "response"],
+        )
         sft_args = Seq2SeqTrainingArguments(f"{tmp}/sft", report_to="none", use_cpu=True, learning_rate=1e-4)
-        sft = Seq2SeqTrainer(model=copy.deepcopy(model), args=sft_args, train_dataset=sft_rows,
-                             data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100))
+        sft = Seq2SeqTrainer(
+            model=copy.deepcopy(model),
+            args=sft_args,
+            train_dataset=sft_rows,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        )
         sft_batch = sft.data_collator([sft_rows[i] for i in range(len(sft_rows))])
         sft_seconds = median_step_seconds(sft, sft_batch, args.steps)
 
         results = {}
         for precompute in (False, True):
-            dpo_args = DPOConfig(f"{tmp}/dpo", report_to="none", use_cpu=True, bf16=False, learning_rate=1e-4,
-                                 precompute_ref_log_probs=precompute, per_device_train_batch_size=args.batch)
+            dpo_args = DPOConfig(
+                f"{tmp}/dpo",
+                report_to="none",
+                use_cpu=True,
+                bf16=False,
+                learning_rate=1e-4,
+                precompute_ref_log_probs=precompute,
+                per_device_train_batch_size=args.batch,
+            )
             policy = copy.deepcopy(model)
-            dpo = Seq2SeqDPOTrainer(policy, ref_model=None if precompute else copy.deepcopy(model), args=dpo_args,
-                                    processing_class=tokenizer, train_dataset=datasets.Dataset.from_list(pairs), max_seq_len=32)
+            dpo = Seq2SeqDPOTrainer(
+                policy,
+                ref_model=None if precompute else copy.deepcopy(model),
+                args=dpo_args,
+                processing_class=tokenizer,
+                train_dataset=datasets.Dataset.from_list(pairs),
+                max_seq_len=32,
+            )
             dpo_batch = dpo.data_collator([dpo.train_dataset[i] for i in range(len(pairs))])
             results[precompute] = median_step_seconds(dpo, dpo_batch, args.steps)
 

@@ -22,7 +22,6 @@ import torch
 
 from configuration_chat_model import TextToTextModelConfig  # noqa: E402
 from modeling_chat_model import TextToTextModel  # noqa: E402
-
 from sccl_hf.model import PRESETS, count_parameters  # noqa: E402
 
 VOCAB = 29_298
@@ -59,8 +58,14 @@ def decode_tokens_per_second(model, batch: int, new_tokens: int, repeats: int = 
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens,
-                                min_new_tokens=new_tokens, do_sample=False, num_beams=1)
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=1,
+        )
         elapsed = time.perf_counter() - start
         rates.append(batch * (output.shape[1] - 1) / elapsed)
     return statistics.median(rates)
@@ -97,8 +102,12 @@ def concurrent_streams(url: str, streams: int) -> int:
     """Open `streams` streaming completions at once; return how many finished with [DONE] and no error."""
     import httpx
 
-    body = {"messages": [{"role": "user", "content": "浙江的省会是哪里？"}], "temperature": 0.8, "max_tokens": 32,
-            "stream": True}
+    body = {
+        "messages": [{"role": "user", "content": "浙江的省会是哪里？"}],
+        "temperature": 0.8,
+        "max_tokens": 32,
+        "stream": True,
+    }
 
     def one(_):
         try:
@@ -116,12 +125,12 @@ def serving_requests_per_second(requests: int, clients: int = 8, streams: int = 
     streams that completed out of `streams` opened at once)."""
     import httpx
 
+    from sccl_hf.apps.serve import LocalServer
     from sccl_hf.demo_corpus import write_corpus
-    from sccl_hf.inference import stream_answer
+    from sccl_hf.engine import Engine
     from sccl_hf.model import build_config, load_model, load_tokenizer, new_model, save_model_dir
-    from sccl_hf.serve import LocalServer
-    from sccl_hf.train_tokenizer import TokenizerArguments
-    from sccl_hf.train_tokenizer import main as train_tokenizer
+    from sccl_hf.stages.tokenizer import TokenizerArguments
+    from sccl_hf.stages.tokenizer import main as train_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         data = write_corpus(Path(tmp) / "data")
@@ -134,7 +143,7 @@ def serving_requests_per_second(requests: int, clients: int = 8, streams: int = 
         model = load_model(model_dir).eval()
         start = time.perf_counter()
         for _ in range(requests):
-            stream_answer(model, tokenizer, prompt, lambda text: None, max_new_tokens=max_tokens)
+            Engine(model, tokenizer).stream(prompt, lambda text: None, max_new_tokens=max_tokens)
         in_process = requests / (time.perf_counter() - start)
 
         with LocalServer(model_dir) as server:
@@ -169,13 +178,17 @@ def main() -> None:
         rate1 = decode_tokens_per_second(model, 1, new_tokens)
         rate8 = decode_tokens_per_second(model, 8, new_tokens)
         print(f"\n{preset}: {count_parameters(model) / 1e6:.1f}M parameters, {per_token / 1e6:.1f} MB read per token")
-        print(f"  greedy batch 1: {rate1:8.1f} tokens/s   bandwidth bound {bound:8.1f} tokens/s   ratio {rate1 / bound:.2f}")
+        print(
+            f"  greedy batch 1: {rate1:8.1f} tokens/s   bandwidth bound {bound:8.1f} tokens/s   ratio {rate1 / bound:.2f}"
+        )
         print(f"  greedy batch 8: {rate8:8.1f} tokens/s   {rate8 / rate1:.1f}x batch 1")
         print(f"  first token when streaming: {first_token_latency_ms(model):.1f} ms")
     streams = 32 if args.quick else 128
     served, in_process, completed = serving_requests_per_second(32 if args.quick else 96, streams=streams)
-    print(f"\nserver, 8 concurrent clients (tiny, 16 tokens): {served:.1f} requests/s; "
-          f"in-process one by one: {in_process:.1f} requests/s; ratio {served / in_process:.2f}")
+    print(
+        f"\nserver, 8 concurrent clients (tiny, 16 tokens): {served:.1f} requests/s; "
+        f"in-process one by one: {in_process:.1f} requests/s; ratio {served / in_process:.2f}"
+    )
     print(f"server, {streams} streams opened at once: {completed}/{streams} completed without error")
 
 

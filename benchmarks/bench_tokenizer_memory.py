@@ -22,17 +22,30 @@ DEFAULT = DEFAULT / "pretrain" / "chinese_poetry_346k.parquet"
 
 
 def run_one(corpus: str, columns: list[str], pretokenize: str, max_chars: int, vocab_size: int) -> dict:
-    from sccl_hf.train_tokenizer import TokenizerArguments, train
+    from sccl_hf.stages.tokenizer import TokenizerArguments, train
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        tokenizer = train(TokenizerArguments(files=[corpus], text_columns=columns, output_dir=tmp, vocab_size=vocab_size,
-                                             pretokenize=pretokenize, max_chars=max_chars))
+        tokenizer = train(
+            TokenizerArguments(
+                files=[corpus],
+                text_columns=columns,
+                output_dir=tmp,
+                vocab_size=vocab_size,
+                pretokenize=pretokenize,
+                max_chars=max_chars,
+            )
+        )
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest jieba worker
-    return {"pretokenize": pretokenize, "seconds": seconds, "peak_rss_mb": peak_mb, "worker_peak_rss_mb": worker_mb,
-            "vocab": len(tokenizer)}
+    return {
+        "pretokenize": pretokenize,
+        "seconds": seconds,
+        "peak_rss_mb": peak_mb,
+        "worker_peak_rss_mb": worker_mb,
+        "vocab": len(tokenizer),
+    }
 
 
 def main() -> None:
@@ -51,17 +64,32 @@ def main() -> None:
     results = {}
     for mode in ("none", "jieba"):  # "none" (whole sentences) is the baseline
         child = subprocess.run(
-            [sys.executable, __file__, args.corpus, "--columns", *args.columns, "--max-chars", str(args.max_chars),
-             "--vocab-size", str(args.vocab_size), "--one", mode],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                args.corpus,
+                "--columns",
+                *args.columns,
+                "--max-chars",
+                str(args.max_chars),
+                "--vocab-size",
+                str(args.vocab_size),
+                "--one",
+                mode,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
     base = results["none"]
     print(f"corpus {args.corpus}, vocab {args.vocab_size}")
     for mode, r in results.items():
         workers = f", largest jieba worker {r['worker_peak_rss_mb']:.0f} MB" if r["worker_peak_rss_mb"] else ""
-        print(f"  pretokenize={mode:5s}  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB{workers}  "
-              f"(x{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} RSS, x{r['seconds'] / base['seconds']:.2f} time of whole sentences)")
+        print(
+            f"  pretokenize={mode:5s}  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB{workers}  "
+            f"(x{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} RSS, x{r['seconds'] / base['seconds']:.2f} time of whole sentences)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,14 @@
-"""Run one stage of the pipeline from a recipe.
+"""Run one stage of the pipeline from a recipe: the form for `accelerate launch` (the same as `sccl run`).
 
-    accelerate launch recipes/run.py recipes/sft.yaml [--key value ...]
+    accelerate launch recipes/run.py recipes/chatlm-0.2b/sft.yaml [--key value ...]
     python recipes/run.py recipes/demo/tokenizer.yaml --output_dir runs/tok
 
-The recipe's `stage:` picks the module in src/sccl_hf that runs it (see sccl_hf.stages.STAGES).
+The recipe's `stage: X` runs src/sccl_hf/stages/X.py.
 """
 
 import sys
 
-from sccl_hf.stages import run_recipe
+from sccl_hf.cli import main
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0 if len(sys.argv) > 1 else 2)
-    run_recipe(sys.argv[1], sys.argv[2:])
+    main(["run", *sys.argv[1:]])

@@ -30,10 +30,14 @@ def demo_data(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory, demo_data) -> Path:
-    from sccl_hf.train_tokenizer import TokenizerArguments, main
+    from sccl_hf.stages.tokenizer import TokenizerArguments, main
 
     out = tmp_path_factory.mktemp("tokenizer")
-    main(TokenizerArguments(files=[str(demo_data["pretrain"]), str(demo_data["sft"])], vocab_size=600, output_dir=str(out)))
+    main(
+        TokenizerArguments(
+            files=[str(demo_data["pretrain"]), str(demo_data["sft"])], vocab_size=600, output_dir=str(out)
+        )
+    )
     return out
 
 
@@ -69,11 +73,31 @@ def trained_model_dir(tmp_path_factory, tokenizer_dir, fixed_rows_file) -> Path:
     from sccl_hf.stages import run_recipe
 
     out = tmp_path_factory.mktemp("pretrained")
-    run_recipe(str(ROOT / "recipes" / "demo" / "pretrain.yaml"), [
-        "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(fixed_rows_file),
-        "--output_dir", str(out), "--max_steps", "30", "--logging_steps", "1", "--disable_tqdm", "true",
-        "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "0",
-    ])
+    run_recipe(
+        str(ROOT / "recipes" / "demo" / "pretrain.yaml"),
+        [
+            "--preset",
+            "tiny",
+            "--tokenizer_dir",
+            str(tokenizer_dir),
+            "--train_files",
+            str(fixed_rows_file),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "30",
+            "--logging_steps",
+            "1",
+            "--disable_tqdm",
+            "true",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "3e-3",
+            "--warmup_steps",
+            "0",
+        ],
+    )
     return out
 
 

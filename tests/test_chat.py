@@ -1,26 +1,47 @@
 import subprocess
 import sys
 
-from sccl_hf.chat import read_message
+import pytest
+
+from sccl_hf.apps.chat import read_message
+
+pytestmark = pytest.mark.slow  # training runs, real processes and servers
 
 
 def test_terminal_chat_streams_answers_and_obeys_commands(trained_model_dir):
-    script = "\n".join([
-        "浙江的省会是哪里？",
-        "/search sampling",
-        "/max 4",
-        "大的反义词\\",
-        "是什么？",
-        "/search beam",
-        "3加5等于多少？",
-        "/bogus",
-        "/clear",
-        "/exit",
-        "never read",
-    ]) + "\n"
+    script = (
+        "\n".join(
+            [
+                "浙江的省会是哪里？",
+                "/search sampling",
+                "/max 4",
+                "大的反义词\\",
+                "是什么？",
+                "/search beam",
+                "3加5等于多少？",
+                "/bogus",
+                "/clear",
+                "/exit",
+                "never read",
+            ]
+        )
+        + "\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "sccl_hf.cli", "chat", "--model", str(trained_model_dir), "--max-new-tokens", "8"],
-        input=script, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-c",
+            "from sccl_hf.cli import main; main()",
+            "chat",
+            "--model",
+            str(trained_model_dir),
+            "--max-new-tokens",
+            "8",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

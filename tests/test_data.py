@@ -3,27 +3,32 @@ import logging
 import pytest
 
 from conftest import write_parquet
-from sccl_hf.data import DataError, load_table
+from sccl_hf.tables import DataError, load_table
 
 
 def test_invalid_rows_are_skipped_and_counted_per_file(tmp_path, caplog):
-    path = write_parquet(tmp_path / "mixed.parquet", [
-        {"prompt": "好问题", "response": "好回答"},
-        {"prompt": None, "response": "没有问题"},
-        {"prompt": "没有回答", "response": ""},
-        {"prompt": "   ", "response": "空白问题"},
-        {"prompt": "第二个好问题", "response": "第二个好回答"},
-    ])
+    path = write_parquet(
+        tmp_path / "mixed.parquet",
+        [
+            {"prompt": "好问题", "response": "好回答"},
+            {"prompt": None, "response": "没有问题"},
+            {"prompt": "没有回答", "response": ""},
+            {"prompt": "   ", "response": "空白问题"},
+            {"prompt": "第二个好问题", "response": "第二个好回答"},
+        ],
+    )
     for streaming in (False, True):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="sccl_hf.data"):
+        with caplog.at_level(logging.WARNING, logger="sccl_hf.tables"):
             rows = list(load_table([path], ["prompt", "response"], streaming=streaming))
         assert [r["prompt"] for r in rows] == ["好问题", "第二个好问题"]
         assert "mixed.parquet: skipped 3 rows" in caplog.text
 
 
 def test_non_string_column_rows_are_skipped(tmp_path):
-    path = write_parquet(tmp_path / "numbers.parquet", [{"prompt": "问", "response": 1}, {"prompt": "问", "response": 2}])
+    path = write_parquet(
+        tmp_path / "numbers.parquet", [{"prompt": "问", "response": 1}, {"prompt": "问", "response": 2}]
+    )
     with pytest.raises(DataError, match="no usable rows"):
         load_table([path], ["prompt", "response"])
 
@@ -37,7 +42,9 @@ def test_missing_column_is_an_error_naming_the_file(tmp_path):
 
 def test_json_lines_are_read_and_a_broken_line_is_named(tmp_path):
     path = tmp_path / "pairs.jsonl"
-    path.write_text('{"prompt": "问一", "response": "答一"}\n\n{"prompt": "问二", "response": "答二"}\n', encoding="utf-8")
+    path.write_text(
+        '{"prompt": "问一", "response": "答一"}\n\n{"prompt": "问二", "response": "答二"}\n', encoding="utf-8"
+    )
     assert [r["response"] for r in load_table([path], ["prompt", "response"])] == ["答一", "答二"]
     path.write_text('{"prompt": "问一", "response": "答一"}\n{"prompt": "问二", \n', encoding="utf-8")
     with pytest.raises(DataError, match=r"pairs\.jsonl, line 2: not valid JSON"):

@@ -7,13 +7,15 @@ import torch
 from trl import DPOConfig
 
 from conftest import ROOT, write_parquet
-from sccl_hf.dpo_data import DPODataArguments
-from sccl_hf.dpo_data import main as make_dpo_data
-from sccl_hf.inference import answer_prompts
-from sccl_hf.merge_lora import merge
+from sccl_hf.engine import Engine
 from sccl_hf.model import load_model, load_tokenizer
 from sccl_hf.seq2seq_dpo import Seq2SeqDPOTrainer
 from sccl_hf.stages import run_recipe
+from sccl_hf.stages.dpo_data import DPODataArguments
+from sccl_hf.stages.dpo_data import main as make_dpo_data
+from sccl_hf.stages.merge_lora import merge
+
+pytestmark = pytest.mark.slow  # training runs, real processes and servers
 
 DEMO = ROOT / "recipes" / "demo"
 PAIRS = [
@@ -40,8 +42,21 @@ PLAIN_DPO = ["--loss_type", "sigmoid", "--loss_weights", "1.0"]  # the demo reci
 
 
 def dpo_args(output_dir, steps, *extra):
-    return ["--output_dir", str(output_dir), "--max_steps", str(steps), "--logging_steps", "1", "--disable_tqdm", "true",
-            "--per_device_train_batch_size", "4", "--save_strategy", "no", *extra]
+    return [
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        str(steps),
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "no",
+        *extra,
+    ]
 
 
 def step_zero_loss(model_dir, loss_type, beta=0.1) -> float:
@@ -50,8 +65,12 @@ def step_zero_loss(model_dir, loss_type, beta=0.1) -> float:
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
     args = DPOConfig(output_dir="unused", loss_type=[loss_type], beta=beta, bf16=False, report_to="none", use_cpu=True)
     trainer = Seq2SeqDPOTrainer(
-        model, ref_model=copy.deepcopy(model), args=args, processing_class=tokenizer,
-        train_dataset=datasets.Dataset.from_list(PAIRS), max_seq_len=32,
+        model,
+        ref_model=copy.deepcopy(model),
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=datasets.Dataset.from_list(PAIRS),
+        max_seq_len=32,
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
     trainer.model.eval()  # no dropout: policy and reference give identical log-probs
@@ -59,14 +78,25 @@ def step_zero_loss(model_dir, loss_type, beta=0.1) -> float:
         return trainer.compute_loss(trainer.model, batch).item()
 
 
-@pytest.mark.parametrize(("loss_type", "expected"), [("sigmoid", math.log(2)), ("hinge", 1.0), ("ipo", (1 / (2 * 0.1)) ** 2)])
+@pytest.mark.parametrize(
+    ("loss_type", "expected"), [("sigmoid", math.log(2)), ("hinge", 1.0), ("ipo", (1 / (2 * 0.1)) ** 2)]
+)
 def test_loss_at_step_zero_with_policy_equal_to_reference(tiny_model_dir, loss_type, expected):
     assert step_zero_loss(tiny_model_dir, loss_type) == pytest.approx(expected, abs=1e-4)
 
 
 def test_full_dpo_raises_reward_margin_and_accuracy_on_a_fixed_batch(tiny_model_dir, pairs_file, tmp_path):
-    run_recipe(str(DEMO / "dpo.yaml"), ["--model_name_or_path", str(tiny_model_dir), "--train_files", str(pairs_file),
-                                        *PLAIN_DPO, *dpo_args(tmp_path, 15, "--learning_rate", "5e-3", "--warmup_steps", "0")])
+    run_recipe(
+        str(DEMO / "dpo.yaml"),
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--train_files",
+            str(pairs_file),
+            *PLAIN_DPO,
+            *dpo_args(tmp_path, 15, "--learning_rate", "5e-3", "--warmup_steps", "0"),
+        ],
+    )
     rows = logged(tmp_path)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.1
@@ -77,8 +107,16 @@ def test_full_dpo_raises_reward_margin_and_accuracy_on_a_fixed_batch(tiny_model_
 @pytest.fixture(scope="module")
 def lora_run(tiny_model_dir, pairs_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora")
-    run_recipe(str(DEMO / "dpo_lora.yaml"), ["--model_name_or_path", str(tiny_model_dir), "--train_files",
-               str(pairs_file), *dpo_args(out, 10, "--learning_rate", "1e-2", "--warmup_steps", "0")])
+    run_recipe(
+        str(DEMO / "dpo_lora.yaml"),
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--train_files",
+            str(pairs_file),
+            *dpo_args(out, 10, "--learning_rate", "1e-2", "--warmup_steps", "0"),
+        ],
+    )
     return out
 
 
@@ -113,7 +151,9 @@ def test_merged_model_equals_the_adapter_model(tiny_model_dir, lora_run, tmp_pat
         actual = merged(**batch, labels=labels).logits
     assert torch.allclose(expected, actual, atol=1e-4)
     assert not torch.allclose(load_model(tiny_model_dir).eval()(**batch, labels=labels).logits, actual, atol=1e-4)
-    assert {"modeling_chat_model.py", "tokenizer.json", "generation_config.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"modeling_chat_model.py", "tokenizer.json", "generation_config.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
     assert merge(lora_run, tiny_model_dir).__class__.__name__ == "TextToTextModel"
 
 
@@ -129,40 +169,77 @@ def test_dpo_resume_continues_at_the_saved_step(recipe, tiny_model_dir, pairs_fi
 
 
 def test_precomputed_reference_log_probs(tiny_model_dir, pairs_file, tmp_path):
-    run_recipe(str(DEMO / "dpo.yaml"), ["--model_name_or_path", str(tiny_model_dir), "--train_files", str(pairs_file),
-                                        "--precompute_ref_log_probs", "true", *PLAIN_DPO, *dpo_args(tmp_path, 3)])
+    run_recipe(
+        str(DEMO / "dpo.yaml"),
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--train_files",
+            str(pairs_file),
+            "--precompute_ref_log_probs",
+            "true",
+            *PLAIN_DPO,
+            *dpo_args(tmp_path, 3),
+        ],
+    )
     rows = logged(tmp_path)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3) and len(rows) == 3
 
 
 def test_a_few_steps_on_real_chinese_preference_data(shared_data, tmp_path):
     from sccl_hf.model import build_config, new_model, save_model_dir
-    from sccl_hf.train_tokenizer import TokenizerArguments
-    from sccl_hf.train_tokenizer import main as train_tokenizer
+    from sccl_hf.stages.tokenizer import TokenizerArguments
+    from sccl_hf.stages.tokenizer import main as train_tokenizer
 
     data = shared_data / "dpo" / "dpo_zh_real_766.parquet"
-    train_tokenizer(TokenizerArguments(files=[str(data)], text_columns=["prompt", "chosen", "rejected"],
-                                       vocab_size=3000, output_dir=str(tmp_path / "tok")))
+    train_tokenizer(
+        TokenizerArguments(
+            files=[str(data)],
+            text_columns=["prompt", "chosen", "rejected"],
+            vocab_size=3000,
+            output_dir=str(tmp_path / "tok"),
+        )
+    )
     tokenizer = load_tokenizer(tmp_path / "tok")
-    model_dir = save_model_dir(new_model(build_config("tiny", tokenizer, max_seq_len=64)), tokenizer, tmp_path / "model")
-    run_recipe(str(DEMO / "dpo.yaml"), ["--model_name_or_path", str(model_dir), "--train_files", str(data),
-                                        "--max_seq_len", "64", *dpo_args(tmp_path / "dpo", 3)])
+    model_dir = save_model_dir(
+        new_model(build_config("tiny", tokenizer, max_seq_len=64)), tokenizer, tmp_path / "model"
+    )
+    run_recipe(
+        str(DEMO / "dpo.yaml"),
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--train_files",
+            str(data),
+            "--max_seq_len",
+            "64",
+            *dpo_args(tmp_path / "dpo", 3),
+        ],
+    )
     rows = logged(tmp_path / "dpo")
     assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows)
-    assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen"} <= set(rows[0])
+    assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen"} <= set(
+        rows[0]
+    )
 
 
 def test_dpo_data_drops_answers_equal_to_the_reference_and_resumes(trained_model_dir, tmp_path):
-    model, tokenizer = load_model(trained_model_dir), load_tokenizer(trained_model_dir)
+    engine = Engine(load_model(trained_model_dir), load_tokenizer(trained_model_dir))
     prompts = [f"{a}加{b}等于多少？" for a in range(4) for b in range(3)]
-    own = answer_prompts(model, tokenizer, prompts[:3], search_type="greedy", max_new_tokens=8)
+    own = engine.generate(prompts[:3], search_type="greedy", max_new_tokens=8)
     # The first three references are the model's own greedy answers: nothing to learn there, so they are dropped.
     rows = [{"prompt": p, "response": own[i] if i < 3 else "一个不同的答案"} for i, p in enumerate(prompts)]
     reference = write_parquet(tmp_path / "reference.parquet", rows)
     output = tmp_path / "dpo.jsonl"
     assert all(own), own
-    args = dict(model_name_or_path=str(trained_model_dir), reference_files=[str(reference)], output_file=str(output),
-                search_type="greedy", max_new_tokens=8, batch_size=4)
+    args = dict(
+        model_name_or_path=str(trained_model_dir),
+        reference_files=[str(reference)],
+        output_file=str(output),
+        search_type="greedy",
+        max_new_tokens=8,
+        batch_size=4,
+    )
     first = make_dpo_data(DPODataArguments(**args, max_rows=6))
     assert first == {"written": 3, "dropped_equal_to_reference": 3, "skipped_already_done": 0}
     second = make_dpo_data(DPODataArguments(**args))  # an interrupted run, started again

@@ -5,8 +5,8 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from conftest import run_python
-from sccl_hf.model import PRESETS, build_config, count_parameters, load_model, load_tokenizer
 from modeling_chat_model import TextToTextModel
+from sccl_hf.model import PRESETS, build_config, count_parameters, load_model, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,8 @@ def test_streamer_receives_every_generated_token(model_and_tokenizer, search_typ
     batch = encode(tokenizer, ["浙江的省会是哪里？"])
     streamer = CollectingStreamer()
     torch.manual_seed(0)
-    out = model.my_generate(batch["input_ids"], batch["attention_mask"], max_seq_len=6, search_type=search_type, streamer=streamer)
+    out = model.my_generate(
+        batch["input_ids"], batch["attention_mask"], max_seq_len=6, search_type=search_type, streamer=streamer
+    )
     assert streamer.ended
     assert [t for chunk in streamer.chunks for t in chunk] == out[0].tolist()

@@ -6,8 +6,8 @@ import pytest
 from transformers import Seq2SeqTrainingArguments
 
 from conftest import ROOT
-from sccl_hf.configs import DataArguments, ModelArguments, RecipeError, parse_recipe
-from sccl_hf.stages import STAGES
+from sccl_hf.recipes import DataArguments, ModelArguments, RecipeError, parse_recipe
+from sccl_hf.stages import stage_names
 
 SEQ2SEQ = (ModelArguments, DataArguments, Seq2SeqTrainingArguments)
 
@@ -23,7 +23,9 @@ def base(demo_data, tokenizer_dir) -> str:
 
 
 def test_recipe_and_overrides_fill_the_dataclasses(tmp_path, demo_data, tokenizer_dir):
-    path = write_recipe(tmp_path, base(demo_data, tokenizer_dir) + "learning_rate: 3.0e-4\nmax_seq_len: 64\nbf16: false\n")
+    path = write_recipe(
+        tmp_path, base(demo_data, tokenizer_dir) + "learning_rate: 3.0e-4\nmax_seq_len: 64\nbf16: false\n"
+    )
     model_args, data_args, training_args = parse_recipe(path, ["--max_seq_len", "32"], SEQ2SEQ)
     assert training_args.learning_rate == 3e-4
     assert data_args.max_seq_len == 32  # the command line wins
@@ -33,7 +35,9 @@ def test_recipe_and_overrides_fill_the_dataclasses(tmp_path, demo_data, tokenize
 
 def test_unknown_key_is_an_error_naming_it(tmp_path, demo_data, tokenizer_dir):
     path = write_recipe(tmp_path, base(demo_data, tokenizer_dir) + "learning_rat: 1.0e-4\n")
-    with pytest.raises(RecipeError, match=r"recipe\.yaml: unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"):
+    with pytest.raises(
+        RecipeError, match=r"recipe\.yaml: unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"
+    ):
         parse_recipe(path, [], SEQ2SEQ)
 
 
@@ -50,7 +54,9 @@ def test_wrong_type_is_an_error_naming_the_key(tmp_path, demo_data, tokenizer_di
 
 
 def test_missing_input_file_is_an_error_naming_it(tmp_path, tokenizer_dir):
-    path = write_recipe(tmp_path, f"stage: pretrain\ntokenizer_dir: {tokenizer_dir}\ntrain_files: [nowhere/data.parquet]\n")
+    path = write_recipe(
+        tmp_path, f"stage: pretrain\ntokenizer_dir: {tokenizer_dir}\ntrain_files: [nowhere/data.parquet]\n"
+    )
     with pytest.raises(RecipeError, match=r"train_files: no such file or directory: 'nowhere/data\.parquet'"):
         parse_recipe(path, [], SEQ2SEQ)
 
@@ -64,7 +70,10 @@ def test_null_and_empty_list_values_keep_their_meaning(tmp_path, demo_data, toke
 
 def test_glob_and_directory_inputs_expand(tmp_path, demo_data, tokenizer_dir):
     folder = demo_data["pretrain"].parent
-    path = write_recipe(tmp_path, f"stage: sft\ntokenizer_dir: {tokenizer_dir}\ntrain_files: ['{folder}/*.parquet']\neval_files: [{folder}]\n")
+    path = write_recipe(
+        tmp_path,
+        f"stage: sft\ntokenizer_dir: {tokenizer_dir}\ntrain_files: ['{folder}/*.parquet']\neval_files: [{folder}]\n",
+    )
     _, data_args, _ = parse_recipe(path, [], SEQ2SEQ)
     assert data_args.train_paths == sorted(folder.glob("*.parquet")) and len(data_args.train_paths) >= 3
     assert data_args.eval_paths == data_args.train_paths
@@ -87,21 +96,26 @@ def test_every_shipped_recipe_parses(recipe, tmp_path, demo_data, tokenizer_dir,
     import importlib
     import json
 
-    from sccl_hf.configs import read_recipe
+    from sccl_hf.recipes import read_recipe
 
     recipe_keys = read_recipe(recipe)
     stage = recipe_keys["stage"]
-    assert stage in STAGES
-    module = importlib.import_module(f"sccl_hf.{STAGES[stage]}")
+    assert stage in stage_names()
+    module = importlib.import_module(f"sccl_hf.stages.{stage}")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
     replacements = {
-        "train_files": [str(demo_data["sft"])], "files": [str(demo_data["sft"])],
-        "eval_files": [str(demo_data["held_out"])], "reference_files": [str(demo_data["sft"])],
-        "model_name_or_path": [str(tiny_model_dir)], "tokenizer_dir": [str(tokenizer_dir)],
-        "adapter_dir": [str(adapter)], "base_model": [str(tiny_model_dir)],
-        "output_file": [str(tmp_path / "out.jsonl")], "bf16": ["false"],
+        "train_files": [str(demo_data["sft"])],
+        "files": [str(demo_data["sft"])],
+        "eval_files": [str(demo_data["held_out"])],
+        "reference_files": [str(demo_data["sft"])],
+        "model_name_or_path": [str(tiny_model_dir)],
+        "tokenizer_dir": [str(tokenizer_dir)],
+        "adapter_dir": [str(adapter)],
+        "base_model": [str(tiny_model_dir)],
+        "output_file": [str(tmp_path / "out.jsonl")],
+        "bf16": ["false"],
     }
     overrides = [word for key, value in replacements.items() if key in recipe_keys for word in (f"--{key}", *value)]
     parse_recipe(recipe, overrides, module.RECIPE_ARGUMENTS)

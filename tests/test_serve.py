@@ -11,7 +11,9 @@ import pytest
 from openai import OpenAI
 
 from conftest import ROOT
-from sccl_hf.serve import LocalServer
+from sccl_hf.apps.serve import LocalServer
+
+pytestmark = pytest.mark.slow  # training runs, real processes and servers
 
 KEY = "test-key-123"
 
@@ -78,7 +80,12 @@ def test_chatlm_api_with_a_key(keyed_server):
 
 def test_32_concurrent_requests_all_succeed(server):
     prompts = ["浙江的省会是哪里？", "大的反义词是什么？", "3加5等于多少？", "把37写成汉字。"]
-    answers = {"浙江的省会是哪里？": "杭州", "大的反义词是什么？": "小", "3加5等于多少？": "8", "把37写成汉字。": "三十七"}
+    answers = {
+        "浙江的省会是哪里？": "杭州",
+        "大的反义词是什么？": "小",
+        "3加5等于多少？": "8",
+        "把37写成汉字。": "三十七",
+    }
 
     def ask(i):
         prompt = prompts[i % 4]
@@ -118,7 +125,11 @@ def test_32_concurrent_requests_all_succeed(server):
     ],
 )
 def test_malformed_requests_get_a_json_4xx(server, path, body, status):
-    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    kwargs = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
     response = httpx.post(f"{server}{path}", timeout=60, **kwargs)
     assert response.status_code == status
     assert "message" in response.json()["error"]
@@ -139,19 +150,33 @@ def test_a_client_leaving_mid_stream_leaves_the_server_healthy(server):
     assert httpx.get(f"{server}/health").status_code == 200
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") or os.environ.get("CI")), reason="needs Debian's chromium (make test installs it)")
+@pytest.mark.skipif(
+    not (shutil.which("chromium") or os.environ.get("CI")), reason="needs Debian's chromium (make test installs it)"
+)
 def test_web_page_shows_a_streamed_answer(server, tmp_path):
     chromium = shutil.which("chromium")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=20000",
+    ]
     url = f"{server}/?q=浙江的省会是哪里？"
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert 'data-done="true"' in dom and ">杭州</div>" in dom, dom[-2000:]
-    subprocess.run([chromium, *flags, f"--screenshot={artifacts / 'web_chat.png'}", "--window-size=900,600", url],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={artifacts / 'web_chat.png'}", "--window-size=900,600", url],
+        capture_output=True,
+        timeout=120,
+    )
     assert (artifacts / "web_chat.png").stat().st_size > 5000
 
 
@@ -159,8 +184,9 @@ def test_closing_a_stream_stops_its_generation(tiny_model_dir):
     """The server's worker: once the consumer of a stream goes away, generation stops at the next token."""
     import asyncio
 
+    from sccl_hf.apps.serve import ModelWorker
+    from sccl_hf.engine import Engine
     from sccl_hf.model import load_model, load_tokenizer
-    from sccl_hf.serve import ModelWorker
 
     model, tokenizer = load_model(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
     decoder_steps = 0
@@ -172,7 +198,7 @@ def test_closing_a_stream_stops_its_generation(tiny_model_dir):
         return original_forward(*args, **kwargs)
 
     model.forward = counting_forward
-    worker = ModelWorker(model, tokenizer, "greedy", workers=1)
+    worker = ModelWorker(Engine(model, tokenizer), "greedy", workers=1)
 
     async def read_one_piece_then_leave():
         stream = worker.stream("把37写成汉字。", 60, search_type="sampling", min_new_tokens=60, temperature=2.0)

@@ -3,7 +3,9 @@ import unicodedata
 import pytest
 from transformers import AutoTokenizer
 
-from sccl_hf.train_tokenizer import SPECIAL_TOKENS, TokenizerArguments, iter_pieces, main
+from sccl_hf.stages.tokenizer import TokenizerArguments, main
+from sccl_hf.tokenization import SPECIAL_TOKENS, iter_pieces
+
 
 @pytest.fixture(scope="module")
 def tokenizer(tokenizer_dir):
@@ -33,6 +35,7 @@ def test_char_bpe_round_trip_gives_the_nfkc_form(tokenizer):
     assert decoded == unicodedata.normalize("NFKC", text)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["char_bpe", "byte_bpe"])
 def test_round_trip_on_real_mixed_text(kind, shared_data, tmp_path):
     args = TokenizerArguments(

@@ -13,15 +13,30 @@ from conftest import ROOT
 from sccl_hf.model import load_model
 from sccl_hf.stages import run_recipe
 
+pytestmark = pytest.mark.slow  # training runs, real processes and servers
+
 DEMO = ROOT / "recipes" / "demo"
+
+
 def logged(output_dir, key="loss") -> list[tuple[int, float]]:
     with open(output_dir / "training_log.csv") as f:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
 
 
 def quick(output_dir, steps, *extra) -> list[str]:
-    return ["--output_dir", str(output_dir), "--max_steps", str(steps), "--logging_steps", "1",
-            "--disable_tqdm", "true", "--per_device_train_batch_size", "4", *extra]
+    return [
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        str(steps),
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--per_device_train_batch_size",
+        "4",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,31 +59,62 @@ def test_pretraining_lowers_the_loss_on_a_fixed_batch(pretrained_dir):
 
 def test_sft_lowers_the_loss_and_freezing_keeps_the_encoder(pretrained_dir, fixed_batch, tmp_path):
     before = load_model(pretrained_dir)
-    run_recipe(str(DEMO / "sft.yaml"), [
-        "--model_name_or_path", str(pretrained_dir), "--train_files", str(fixed_batch),
-        "--freeze_embeddings_and_encoder", "true", *quick(tmp_path, 15, "--learning_rate", "3e-3"),
-    ])
+    run_recipe(
+        str(DEMO / "sft.yaml"),
+        [
+            "--model_name_or_path",
+            str(pretrained_dir),
+            "--train_files",
+            str(fixed_batch),
+            "--freeze_embeddings_and_encoder",
+            "true",
+            *quick(tmp_path, 15, "--learning_rate", "3e-3"),
+        ],
+    )
     losses = [loss for _, loss in logged(tmp_path)]
     assert losses[-1] < losses[0]
     after = load_model(tmp_path)
-    assert torch.equal(before.encoder.block[0].layer[0].SelfAttention.q.weight, after.encoder.block[0].layer[0].SelfAttention.q.weight)
+    assert torch.equal(
+        before.encoder.block[0].layer[0].SelfAttention.q.weight, after.encoder.block[0].layer[0].SelfAttention.q.weight
+    )
     assert torch.equal(before.shared.weight, after.shared.weight)
-    assert not torch.equal(before.decoder.block[0].layer[0].SelfAttention.q.weight, after.decoder.block[0].layer[0].SelfAttention.q.weight)
+    assert not torch.equal(
+        before.decoder.block[0].layer[0].SelfAttention.q.weight, after.decoder.block[0].layer[0].SelfAttention.q.weight
+    )
 
 
 def test_evaluation_loss_is_logged_with_the_training_loss(pretrained_dir, fixed_batch, demo_data, tmp_path):
-    run_recipe(str(DEMO / "sft.yaml"), [
-        "--model_name_or_path", str(pretrained_dir), "--train_files", str(fixed_batch),
-        "--eval_files", str(demo_data["held_out"]), "--eval_strategy", "steps", "--eval_steps", "2",
-        *quick(tmp_path, 4),
-    ])
+    run_recipe(
+        str(DEMO / "sft.yaml"),
+        [
+            "--model_name_or_path",
+            str(pretrained_dir),
+            "--train_files",
+            str(fixed_batch),
+            "--eval_files",
+            str(demo_data["held_out"]),
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            *quick(tmp_path, 4),
+        ],
+    )
     assert [step for step, _ in logged(tmp_path, "eval_loss")] == [2, 4]
     assert len(logged(tmp_path)) == 4
 
 
 def test_resume_continues_at_the_saved_step(pretrained_dir, fixed_batch, tmp_path):
-    args = ["--model_name_or_path", str(pretrained_dir), "--train_files", str(fixed_batch),
-            "--save_strategy", "steps", "--save_steps", "3"]
+    args = [
+        "--model_name_or_path",
+        str(pretrained_dir),
+        "--train_files",
+        str(fixed_batch),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+    ]
     run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 3)])
     assert (tmp_path / "checkpoint-3").is_dir()
     run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 6, "--resume_from_checkpoint", "true")])
@@ -79,9 +125,18 @@ def test_resume_continues_at_the_saved_step(pretrained_dir, fixed_batch, tmp_pat
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_a_loadable_checkpoint_and_exits(signum, tokenizer_dir, demo_data, tmp_path):
-    command = [sys.executable, str(ROOT / "recipes" / "run.py"), str(DEMO / "pretrain.yaml"),
-               "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(demo_data["sft"]),
-               *quick(tmp_path, 100_000, "--save_strategy", "no")]
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / "run.py"),
+        str(DEMO / "pretrain.yaml"),
+        "--preset",
+        "tiny",
+        "--tokenizer_dir",
+        str(tokenizer_dir),
+        "--train_files",
+        str(demo_data["sft"]),
+        *quick(tmp_path, 100_000, "--save_strategy", "no"),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = tmp_path / "training_log.csv"
     deadline = time.time() + 120
@@ -108,10 +163,29 @@ def test_streaming_gives_two_processes_disjoint_shards(tokenizer_dir, tmp_path):
     data = tmp_path / "rows.parquet"
     pq.write_table(pa.Table.from_pylist(rows), data, row_group_size=8)  # 8 shards
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-         "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-         str(ROOT / "tests" / "helpers" / "shard_probe.py"), str(data), str(tokenizer_dir), str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--multi_gpu",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29517",
+            str(ROOT / "tests" / "helpers" / "shard_probe.py"),
+            str(data),
+            str(tokenizer_dir),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = [set(json.loads((tmp_path / f"rank{r}.json").read_text())) for r in (0, 1)]
@@ -122,12 +196,36 @@ def test_streaming_gives_two_processes_disjoint_shards(tokenizer_dir, tmp_path):
 
 def test_two_process_streaming_pretrain_saves_a_model(tokenizer_dir, demo_data, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-         "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518",
-         str(ROOT / "recipes" / "run.py"), str(DEMO / "pretrain.yaml"), "--preset", "tiny",
-         "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(demo_data["pretrain"]), "--streaming", "true",
-         *quick(tmp_path, 4)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--multi_gpu",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29518",
+            str(ROOT / "recipes" / "run.py"),
+            str(DEMO / "pretrain.yaml"),
+            "--preset",
+            "tiny",
+            "--tokenizer_dir",
+            str(tokenizer_dir),
+            "--train_files",
+            str(demo_data["pretrain"]),
+            "--streaming",
+            "true",
+            *quick(tmp_path, 4),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     vocab_size = load_model(tmp_path).config.vocab_size
@@ -139,19 +237,42 @@ def test_two_process_streaming_pretrain_saves_a_model(tokenizer_dir, demo_data, 
 
 def test_streaming_without_max_steps_is_an_error(tokenizer_dir, demo_data, tmp_path):
     with pytest.raises(ValueError, match="streaming: true needs max_steps"):
-        run_recipe(str(DEMO / "pretrain.yaml"), ["--tokenizer_dir", str(tokenizer_dir), "--train_files",
-                   str(demo_data["pretrain"]), "--streaming", "true", "--output_dir", str(tmp_path)])
+        run_recipe(
+            str(DEMO / "pretrain.yaml"),
+            [
+                "--tokenizer_dir",
+                str(tokenizer_dir),
+                "--train_files",
+                str(demo_data["pretrain"]),
+                "--streaming",
+                "true",
+                "--output_dir",
+                str(tmp_path),
+            ],
+        )
 
 
 def test_a_few_steps_on_real_chatlm_pretraining_data(shared_data, tmp_path):
-    from sccl_hf.train_tokenizer import TokenizerArguments, main
+    from sccl_hf.stages.tokenizer import TokenizerArguments, main
 
     data = shared_data / "pretrain" / "chatlm_train_3k.parquet"
     main(TokenizerArguments(files=[str(data)], vocab_size=4000, output_dir=str(tmp_path / "tok")))
-    run_recipe(str(DEMO / "pretrain.yaml"), [
-        "--preset", "tiny", "--tokenizer_dir", str(tmp_path / "tok"), "--train_files", str(data),
-        "--streaming", "true", "--max_seq_len", "128", *quick(tmp_path / "model", 5),
-    ])
+    run_recipe(
+        str(DEMO / "pretrain.yaml"),
+        [
+            "--preset",
+            "tiny",
+            "--tokenizer_dir",
+            str(tmp_path / "tok"),
+            "--train_files",
+            str(data),
+            "--streaming",
+            "true",
+            "--max_seq_len",
+            "128",
+            *quick(tmp_path / "model", 5),
+        ],
+    )
     losses = [loss for _, loss in logged(tmp_path / "model")]
     assert len(losses) == 5 and all(0 < loss < 20 for loss in losses)
     assert (tmp_path / "model" / "model.safetensors").is_file()

@@ -1,40 +1,55 @@
-"""The `sccl` command: run a recipe, or the end-to-end demo."""
+"""The `sccl` command: run a recipe, the end-to-end demo, chat in the terminal, or serve a model over HTTP.
+
+Nothing heavy is imported here: a recipe is checked (and `--help` answers) before torch or TRL loads.
+"""
 
 import argparse
 import sys
 
 
-def main(argv: list[str] | None = None):
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: list[str] | None = None) -> None:
+    """The console script. It returns nothing: a value returned to the script wrapper would become its exit
+    status (and be printed)."""
+    run_command(sys.argv[1:] if argv is None else argv)
+
+
+def run_command(argv: list[str]):
+    """Run one `sccl` command and return what it produced (a stage's results, the demo's figures)."""
     parser = argparse.ArgumentParser(prog="sccl", description="sccl-hf: train a small Chinese chat model")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a recipe: sccl run recipes/sft.yaml [--key value ...]")
-    run.add_argument("recipe")
-    demo = commands.add_parser("demo", help="the end-to-end CPU demo")
-    demo.add_argument("--output-dir", default="runs/demo")
-    demo.add_argument("--seed", type=int, default=0)
+    run = commands.add_parser(
+        "run",
+        help="run a recipe: sccl run recipes/demo/sft.yaml [--key value ...] (--help: the stage's keys)",
+        add_help=False,
+    )
+    run.add_argument("recipe", nargs="?")
+    commands.add_parser("demo", help="the end-to-end CPU demo, written under runs/demo/")
     commands.add_parser("chat", help="chat in the terminal: sccl chat --model DIR", add_help=False)
     commands.add_parser("serve", help="HTTP API and web chat: sccl serve --model DIR", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
+        if args.recipe in (None, "-h", "--help"):
+            from sccl_hf.stages import stage_names
+
+            print(
+                run.format_usage().strip() + "\n\nrun the recipe's stage (src/sccl_hf/stages/<stage>.py); "
+                f"--key value overrides a field.\nstages: {', '.join(stage_names())}"
+            )
+            raise SystemExit(0 if args.recipe else 2)
         from sccl_hf.stages import run_recipe
 
-        run_recipe(args.recipe, rest)
-    elif args.command == "chat":
-        from sccl_hf.chat import main as chat
+        return run_recipe(args.recipe, rest)
+    if args.command == "chat":
+        from sccl_hf.apps.chat import main as chat
 
-        chat(rest)
-    elif args.command == "serve":
-        from sccl_hf.serve import main as serve
+        return chat(rest)
+    if args.command == "serve":
+        from sccl_hf.apps.serve import main as serve
 
-        serve(rest)
-    elif rest:
+        return serve(rest)
+    if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    elif args.command == "demo":
-        from sccl_hf.demo import run_demo
+    if args.command == "demo":
+        from sccl_hf.apps.demo import run_demo
 
-        run_demo(args.output_dir, seed=args.seed)
-
-
-if __name__ == "__main__":
-    main()
+        return run_demo()

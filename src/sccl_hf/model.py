@@ -3,17 +3,21 @@
 import shutil
 from pathlib import Path
 
+import torch
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+
 import configuration_chat_model
 import modeling_chat_model
-import torch
 from configuration_chat_model import TextToTextModelConfig
 from modeling_chat_model import TextToTextModel
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from sccl_hf.prompt import install_chat_template
 
 # Saving a model (final or checkpoint) copies the two remote-code files and writes `auto_map`, so every saved
 # folder loads with AutoModelForSeq2SeqLM.from_pretrained(dir, trust_remote_code=True) on any machine.
 TextToTextModelConfig.register_for_auto_class()
 TextToTextModel.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+DEFAULT_MAX_SEQ_LEN = 256  # for configs without max_seq_len (plain T5 folders)
 
 # T5 v1.0 shapes (ReLU feed-forward, tied embeddings). chatlm-0.2b is ChatLM-mini-Chinese's model.
 PRESETS = {
@@ -23,7 +27,7 @@ PRESETS = {
 }
 
 
-def build_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: int = 256, **overrides):
+def build_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: int = DEFAULT_MAX_SEQ_LEN, **overrides):
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown size preset '{preset}'; choose one of {', '.join(PRESETS)}")
     check_special_tokens(tokenizer)
@@ -49,7 +53,7 @@ def generation_config_for(config: TextToTextModelConfig) -> GenerationConfig:
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
         decoder_start_token_id=config.decoder_start_token_id,
-        max_new_tokens=getattr(config, "max_seq_len", 256),
+        max_new_tokens=model_max_len(config),
     )
 
 
@@ -59,17 +63,25 @@ def new_model(config: TextToTextModelConfig) -> TextToTextModel:
     return model
 
 
-def load_model(model_dir: str | Path, dtype: torch.dtype | None = None) -> TextToTextModel:
+def load_model(model_dir: str | Path, dtype: torch.dtype | None = None, config=None) -> TextToTextModel:
     """Load a saved model directory (ours or ChatLM-mini-Chinese's layout) with our local model class."""
-    model = TextToTextModel.from_pretrained(model_dir, dtype=dtype)
+    model = TextToTextModel.from_pretrained(model_dir, dtype=dtype, config=config)
     model.generation_config = generation_config_for(model.config)
     return model
 
 
 def load_tokenizer(tokenizer_dir: str | Path) -> PreTrainedTokenizerBase:
+    """A saved tokenizer, with the project's chat template (the one prompt renderer) when it has none."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     check_special_tokens(tokenizer)
+    if not tokenizer.chat_template:
+        install_chat_template(tokenizer)
     return tokenizer
+
+
+def model_max_len(config) -> int:
+    """The longest prompt or response, in tokens, the model was trained for: the one place it is read."""
+    return getattr(config, "max_seq_len", None) or DEFAULT_MAX_SEQ_LEN
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -98,3 +110,15 @@ def prepare_for_save(model) -> None:
 def copy_remote_code(output_dir: str | Path) -> None:
     for module in (configuration_chat_model, modeling_chat_model):
         shutil.copy2(module.__file__, Path(output_dir) / Path(module.__file__).name)
+
+
+def load_config(model_dir: str | Path) -> TextToTextModelConfig:
+    return TextToTextModelConfig.from_pretrained(model_dir)
+
+
+def training_max_len(config, requested: int | None) -> int:
+    """The sequence limit a training stage uses: the recipe's `max_seq_len` when it gives one (the config then
+    records it, since the model is now trained for it), else the model's own."""
+    if requested:
+        config.max_seq_len = requested
+    return model_max_len(config)

@@ -20,6 +20,8 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl import DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput, pad
 
+from sccl_hf.scoring import response_logits, token_log_probs
+
 
 class DataCollatorForSeq2SeqPreference(DataCollatorMixin):
     """Pad {prompt_ids, chosen_ids, rejected_ids} rows into a [chosen; rejected] encoder-decoder batch.
@@ -66,19 +68,11 @@ def add_seq2seq_scoring_head(model) -> None:
     def forward(*args, fused_lm_head=False, labels=None, encoder_input_ids=None, encoder_attention_mask=None, **kwargs):
         if not fused_lm_head:
             return original_forward(*args, labels=labels, **kwargs)
-        decoder_ids, decoder_mask = kwargs["input_ids"], kwargs["attention_mask"]
-        logits = original_forward(
-            input_ids=encoder_input_ids,
-            attention_mask=encoder_attention_mask,
-            decoder_input_ids=decoder_ids,
-            decoder_attention_mask=decoder_mask,
-            use_cache=False,
-            return_dict=True,
-        ).logits[:, :-1].float()  # position t predicts decoder token t + 1
+        logits = response_logits(
+            model, encoder_input_ids, encoder_attention_mask, kwargs["input_ids"], kwargs["attention_mask"]
+        ).float()
+        log_probs, mask, log_softmax = token_log_probs(logits, labels[:, 1:])  # labels[:, 0] is the start token
         targets = labels[:, 1:]
-        mask = targets != -100
-        log_softmax = logits.log_softmax(dim=-1)
-        log_probs = log_softmax.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
         with torch.no_grad():
             entropy = -(log_softmax.exp() * log_softmax).sum(-1) * mask
             mean_logits = logits.mean(-1) * mask

@@ -34,7 +34,9 @@ def resolve_resume(training_args) -> str | None:
     if value in ("true", "True", True):
         last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
         if last is None:
-            logger.info("resume_from_checkpoint: no checkpoint in %s yet, starting from step 0", training_args.output_dir)
+            logger.info(
+                "resume_from_checkpoint: no checkpoint in %s yet, starting from step 0", training_args.output_dir
+            )
         return last
     if not os.path.isdir(value):
         raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint directory: '{value}'")
@@ -52,7 +54,11 @@ class InterruptCallback(TrainerCallback):
         if self.signal_received is not None:
             raise KeyboardInterrupt
         self.signal_received = signum
-        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -88,7 +94,7 @@ class LossHistoryCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         # args.process_index, not state.is_world_process_zero: transformers 5.23 leaves the latter True on every
         # process during training, and two processes would write the file.
-        if args.process_index != 0 or not logs or "train_runtime" in logs:  # also skip the end-of-run summary
+        if args.process_index != 0 or not logs or "train_loss" in logs:  # also skip the end-of-run summary
             return
         numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
         row = {"step": state.global_step, **numbers}
@@ -134,13 +140,13 @@ def plot_history(rows: list[dict], png_path: Path) -> None:
 
 
 def training_callbacks(training_args) -> list[TrainerCallback]:
+    if training_args.include_num_input_tokens_seen in ("no", False):
+        training_args.include_num_input_tokens_seen = "non_padding"  # results.json reports the tokens seen
     return [InterruptCallback(), LossHistoryCallback(training_args.output_dir)]
 
 
-def train_and_save(trainer, training_args, tokenizer) -> dict:
-    """Train (resuming if asked), then save the final self-contained model directory to output_dir.
-
-    On Ctrl+C/SIGTERM the checkpoint is already written; exit with 130 instead of saving a final model."""
+def train(trainer, training_args):
+    """Train (resuming if asked). On Ctrl+C/SIGTERM the checkpoint is already written: exit with 130."""
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     interrupt = next(c for c in trainer.callback_handler.callbacks if isinstance(c, InterruptCallback))
     if interrupt.signal_received is not None:
@@ -151,17 +157,38 @@ def train_and_save(trainer, training_args, tokenizer) -> dict:
             file=sys.stderr,
         )
         raise SystemExit(130)
+    return result
+
+
+def save_trained(trainer, training_args, tokenizer, result) -> dict:
+    """Save the final self-contained model directory (a LoRA run: its adapter) to output_dir, the Trainer's
+    state and metrics beside it, and return the run's results (metrics, rows and tokens seen)."""
     is_adapter = hasattr(trainer.model, "peft_config")  # a LoRA run saves its adapter (see stage merge_lora)
     if not is_adapter:
         prepare_for_save(trainer.model)
     trainer.save_model(training_args.output_dir)  # every process: DeepSpeed ZeRO-3 gathers its shards here
+    metrics = dict(result.metrics)
+    state = trainer.state
+    metrics["num_input_tokens_seen"] = state.num_input_tokens_seen
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
         if not is_adapter:
             copy_remote_code(training_args.output_dir)
         logger.info("%s saved to %s", "adapter" if is_adapter else "model", training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
-    return result.metrics
+    batch_rows = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    return {
+        "metrics": metrics,
+        "steps": state.global_step,
+        "epochs": state.epoch,
+        "rows_seen": state.global_step * batch_rows * training_args.world_size,  # full batches; the last may be short
+        "prompt_tokens_seen": state.num_input_tokens_seen,  # encoder tokens, padding excluded
+        "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
+        "output_dir": str(training_args.output_dir),
+    }
 
 
 def check_streaming(data_args, training_args) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from transformers import Seq2SeqTrainingArguments
 
-from sccl_hf.configs import DataArguments
-from sccl_hf.data import load_seq2seq_dataset
 from sccl_hf.model import build_config, load_tokenizer, new_model
+from sccl_hf.recipes import DataArguments
+from sccl_hf.tables import load_seq2seq_dataset
 from sccl_hf.training import build_seq2seq_trainer, check_streaming
 
 data_file, tokenizer_dir, out_dir = sys.argv[1:4]
@@ -20,7 +20,7 @@ training_args = Seq2SeqTrainingArguments(
 check_streaming(data_args, training_args)
 tokenizer = load_tokenizer(tokenizer_dir)
 model = new_model(build_config("tiny", tokenizer))
-dataset = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, seed=0)
+dataset = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, max_seq_len=64, seed=0)
 trainer = build_seq2seq_trainer(model, tokenizer, dataset, None, training_args)
 prompts = []
 for batch in trainer.get_train_dataloader():

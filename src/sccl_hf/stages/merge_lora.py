@@ -1,16 +1,15 @@
-"""Stage `merge_lora`: merge a LoRA adapter into its base model and save a self-contained model directory."""
+"""Stage `merge_lora`: merge a LoRA adapter into its base model and save a self-contained model directory.
+
+Reads: a LoRA adapter directory (the output of a `dpo` run with `use_lora: true`) and its base model directory.
+Writes: a model directory with the adapter's weights folded in.
+"""
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peft import PeftModel
 
-from sccl_hf.configs import parse_recipe
-from sccl_hf.model import load_model, load_tokenizer, save_model_dir
-
-
+# 1. arguments
 @dataclass
 class MergeArguments:
     adapter_dir: str = field(default="", metadata={"help": "a LoRA adapter directory (the output of a dpo_lora run)"})
@@ -32,16 +31,23 @@ RECIPE_ARGUMENTS = (MergeArguments,)
 
 def merge(adapter_dir: str | Path, base_model: str | Path):
     """The base model with the adapter's weights folded in (a plain TextToTextModel, no PEFT wrapper)."""
+    from peft import PeftModel
+
+    from sccl_hf.model import load_model
+
     return PeftModel.from_pretrained(load_model(base_model), adapter_dir).merge_and_unload()
 
 
-def main(args: MergeArguments) -> Path:
+def main(args: MergeArguments) -> dict:
+    from sccl_hf.model import count_parameters, load_tokenizer, save_model_dir
+
+    # 2. inputs: the tokenizer saved with the adapter (else the base model's)
+    has_tokenizer = (Path(args.adapter_dir) / "tokenizer.json").is_file()
+    tokenizer = load_tokenizer(args.adapter_dir if has_tokenizer else args.base_model)
+    # 3. model and 4. work
     model = merge(args.adapter_dir, args.base_model)
-    tokenizer = load_tokenizer(args.adapter_dir if (Path(args.adapter_dir) / "tokenizer.json").is_file() else args.base_model)
+    # 5. save
     out = save_model_dir(model, tokenizer, args.output_dir)
+    # 6. summary
     print(f"merged {args.adapter_dir} into {args.base_model}: {out.resolve()}")
-    return out
-
-
-if __name__ == "__main__":
-    main(*parse_recipe(sys.argv[1], sys.argv[2:], RECIPE_ARGUMENTS))
+    return {"adapter_dir": args.adapter_dir, "base_model": args.base_model, "parameters": count_parameters(model)}

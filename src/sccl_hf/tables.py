@@ -89,11 +89,17 @@ def _generate_rows(shards: list[tuple[str, int]], columns: list[str]) -> Iterato
                 skipped += 1
         if skipped:
             where = f" (row group {row_group})" if row_group > 0 else ""
-            logger.warning("%s: skipped %d rows%s with a null, empty or non-string field in %s", path, skipped, where, columns)
+            logger.warning(
+                "%s: skipped %d rows%s with a null, empty or non-string field in %s", path, skipped, where, columns
+            )
 
 
 def load_table(
-    paths: list[Path], columns: list[str], streaming: bool = False, shuffle_seed: int | None = None, buffer_size: int = 10_000
+    paths: list[Path],
+    columns: list[str],
+    streaming: bool = False,
+    shuffle_seed: int | None = None,
+    buffer_size: int = 10_000,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Rows of `columns` from `paths`, skipping invalid rows (counted and logged per file or row group).
 
@@ -124,18 +130,26 @@ def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", r
     return tokenize
 
 
-def load_seq2seq_splits(data_args, tokenizer, seed: int):
+def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, seed: int):
     """(train, eval or None): tokenized prompt/response rows of the recipe's train_files and eval_files."""
-    train = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, seed=seed)
-    evaluation = load_seq2seq_dataset(data_args, data_args.eval_paths, tokenizer, seed=0, shuffle=False) if data_args.eval_paths else None
+    train = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, max_seq_len, seed=seed)
+    evaluation = None
+    if data_args.eval_paths:
+        evaluation = load_seq2seq_dataset(
+            data_args, data_args.eval_paths, tokenizer, max_seq_len, seed=0, shuffle=False
+        )
     return train, evaluation
 
 
-def load_seq2seq_dataset(data_args, paths: list[Path], tokenizer, seed: int, shuffle: bool = True):
+def load_seq2seq_dataset(data_args, paths: list[Path], tokenizer, max_seq_len: int, seed: int, shuffle: bool = True):
     """Tokenized prompt/response rows, ready for DataCollatorForSeq2Seq."""
     columns = [data_args.prompt_column, data_args.response_column]
     table = load_table(
-        paths, columns, streaming=data_args.streaming, shuffle_seed=seed if shuffle else None, buffer_size=data_args.buffer_size
+        paths,
+        columns,
+        streaming=data_args.streaming,
+        shuffle_seed=seed if shuffle else None,
+        buffer_size=data_args.buffer_size,
     )
-    tokenize = tokenize_pairs(tokenizer, data_args.max_seq_len, *columns)
+    tokenize = tokenize_pairs(tokenizer, max_seq_len, *columns)
     return table.map(tokenize, batched=True, remove_columns=columns)

@@ -28,7 +28,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from sccl_hf.inference import GenerationCancelled, load_for_inference, stream_answer
+from sccl_hf.engine import Engine, GenerationCancelled
+from sccl_hf.prompt import PromptError, render_prompt
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -58,31 +59,47 @@ class CompletionRequest(BaseModel):
     n: int = 1
 
 
-def last_user_text(messages: list[Message]) -> str:
-    """The model answers one question at a time: the last user message is the prompt."""
-    for message in reversed(messages):
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, list):  # content parts: keep the text ones
-                content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
-            return content or ""
-    raise APIError(400, "messages: no message with role 'user'")
+def conversation_prompt(messages: list[Message], fits) -> str:
+    """The encoder text of a conversation, through the project's one prompt renderer (oldest turns dropped
+    first when it is too long). Content parts are joined by their text."""
+    plain = []
+    for message in messages:
+        content = message.content
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+        if message.role in ("system", "developer"):
+            plain.append({"role": "system", "content": content or ""})
+        elif message.role in ("user", "assistant"):
+            plain.append({"role": message.role, "content": content or ""})
+    if not any(m["role"] == "user" for m in plain):
+        raise APIError(400, "messages: no message with role 'user'")
+    while plain and plain[-1]["role"] != "user":  # answer the last question asked
+        plain.pop()
+    try:
+        return render_prompt(plain, fits)
+    except PromptError as error:
+        raise APIError(400, str(error)) from error
 
 
 class ModelWorker:
     """Runs generations in worker threads and hands their text to the event loop."""
 
-    def __init__(self, model, tokenizer, search_type: str, workers: int):
-        self.model, self.tokenizer, self.search_type = model, tokenizer, search_type
-        self.max_seq_len = getattr(model.config, "max_seq_len", 256)
+    def __init__(self, engine: Engine, search_type: str, workers: int):
+        self.engine, self.search_type = engine, search_type
+        self.max_seq_len = engine.max_len
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
+
+    def fits(self, prompt: str) -> bool:
+        return self.engine.prompt_tokens(prompt) <= self.max_seq_len
 
     def check_prompt(self, prompt: str) -> None:
         if not prompt.strip():
             raise APIError(400, "the prompt is empty")
-        length = len(self.tokenizer(prompt)["input_ids"])
+        length = self.engine.prompt_tokens(prompt)
         if length > self.max_seq_len:
-            raise APIError(413, f"the prompt is {length} tokens; this model takes at most {self.max_seq_len}", "prompt_too_long")
+            raise APIError(
+                413, f"the prompt is {length} tokens; this model takes at most {self.max_seq_len}", "prompt_too_long"
+            )
 
     def settings(self, temperature: float | None = None, top_p: float | None = None) -> dict:
         """OpenAI semantics: temperature 0 is greedy; otherwise sampling at that temperature and top_p."""
@@ -98,10 +115,12 @@ class ModelWorker:
 
         def run():
             try:
-                result = stream_answer(
-                    self.model, self.tokenizer, prompt,
+                result = self.engine.stream(
+                    prompt,
                     lambda text: loop.call_soon_threadsafe(queue.put_nowait, text),
-                    max_new_tokens=max_new_tokens, cancelled=cancelled, **settings,
+                    max_new_tokens=max_new_tokens,
+                    cancelled=cancelled,
+                    **settings,
                 )
             except GenerationCancelled:
                 result = None
@@ -127,13 +146,18 @@ class ModelWorker:
                 return item
 
 
-def create_app(model_dir: str | Path, api_key: str | None = None, search_type: str = "greedy", workers: int = 2,
-               device: str = "auto") -> FastAPI:
-    model, tokenizer = load_for_inference(model_dir, device)
-    if model.device.type == "cpu":
+def create_app(
+    model_dir: str | Path,
+    api_key: str | None = None,
+    search_type: str = "greedy",
+    workers: int = 2,
+    device: str = "auto",
+) -> FastAPI:
+    engine = Engine.load(model_dir, device)
+    if engine.model.device.type == "cpu":
         # Workers share the cores: each generation gets its share of threads instead of all of them competing.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    worker = ModelWorker(model, tokenizer, search_type, workers)
+    worker = ModelWorker(engine, search_type, workers)
     model_name = Path(model_dir).resolve().name
     app = FastAPI(title="sccl-hf", description=f"serving {model_name}")
 
@@ -173,7 +197,7 @@ def create_app(model_dir: str | Path, api_key: str | None = None, search_type: s
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page():
-        return resources.files("sccl_hf").joinpath("web/chat.html").read_text(encoding="utf-8")
+        return resources.files("sccl_hf.apps").joinpath("web/chat.html").read_text(encoding="utf-8")
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models():
@@ -189,7 +213,7 @@ def create_app(model_dir: str | Path, api_key: str | None = None, search_type: s
     async def chat_completions(body: CompletionRequest):
         if body.n != 1:
             raise APIError(400, "n: only n=1 is supported")
-        prompt = last_user_text(body.messages)
+        prompt = conversation_prompt(body.messages, worker.fits)
         worker.check_prompt(prompt)
         # An oversized max_tokens is clamped to what the model was trained for.
         max_new_tokens = min(body.max_completion_tokens or body.max_tokens or worker.max_seq_len, worker.max_seq_len)
@@ -200,16 +224,29 @@ def create_app(model_dir: str | Path, api_key: str | None = None, search_type: s
         if not body.stream:
             result = await worker.generate(prompt, max_new_tokens, **settings)
             return {
-                **base, "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                             "finish_reason": result.finish_reason}],
-                "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                          "total_tokens": result.prompt_tokens + result.completion_tokens},
+                **base,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result.text},
+                        "finish_reason": result.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "total_tokens": result.prompt_tokens + result.completion_tokens,
+                },
             }
 
         def event(delta: dict, finish_reason=None, **extra) -> str:
-            chunk = {**base, "object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+            chunk = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                **extra,
+            }
             return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
         async def events():
@@ -220,8 +257,11 @@ def create_app(model_dir: str | Path, api_key: str | None = None, search_type: s
                 elif isinstance(item, Exception):
                     yield f"data: {json.dumps({'error': {'message': str(item), 'type': 'server_error'}})}\n\n"
                 elif item is not None:
-                    usage = {"prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens,
-                             "total_tokens": item.prompt_tokens + item.completion_tokens}
+                    usage = {
+                        "prompt_tokens": item.prompt_tokens,
+                        "completion_tokens": item.completion_tokens,
+                        "total_tokens": item.prompt_tokens + item.completion_tokens,
+                    }
                     yield event({}, item.finish_reason, usage=usage)
             yield "data: [DONE]\n\n"
 
@@ -248,7 +288,17 @@ class LocalServer:
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile(mode="w+")
-        command = [sys.executable, "-m", "sccl_hf.cli", "serve", "--model", str(model_dir), "--port", str(port), *args]
+        command = [
+            sys.executable,
+            "-c",
+            "from sccl_hf.cli import main; main()",
+            "serve",
+            "--model",
+            str(model_dir),
+            "--port",
+            str(port),
+            *args,
+        ]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
@@ -290,15 +340,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8812)
     parser.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: open)")
-    parser.add_argument("--search-type", default="greedy", choices=["greedy", "sampling", "beam", "contrastive"],
-                        help="for /api/chat and requests without a temperature")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="answers generated at once; later ones wait (default: cores, at most 4)")
+    parser.add_argument(
+        "--search-type",
+        default="greedy",
+        choices=["greedy", "sampling", "beam", "contrastive"],
+        help="for /api/chat and requests without a temperature",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="answers generated at once; later ones wait (default: cores, at most 4)",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     app = create_app(args.model, args.api_key, args.search_type, args.workers, args.device)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-
-
-if __name__ == "__main__":
-    main()

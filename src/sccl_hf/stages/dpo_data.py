@@ -1,27 +1,20 @@
 """Stage `dpo_data`: preference pairs from an SFT model, ChatLM-mini-Chinese's way.
 
-`chosen` is the reference answer of a prompt/response table; `rejected` is what the SFT model generates for the
-same prompt. Rows where the generation equals the reference teach nothing and are dropped (counted, and kept in
-`<output>.dropped.jsonl` for inspection). Output is JSON lines, appended batch by batch: an interrupted run,
-started again, skips every prompt already written to either file.
+Reads: the SFT model, a prompt/response reference table. Writes: prompt/chosen/rejected JSON lines.
+`chosen` is the reference answer; `rejected` is what the SFT model generates for the same prompt. Rows where the
+generation equals the reference teach nothing and are dropped (counted, and kept in `<output>.dropped.jsonl` for
+inspection). Output is appended batch by batch: an interrupted run, started again, skips every prompt already
+written to either file.
 """
 
 import json
-import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
-from sccl_hf.configs import parse_recipe, resolve_files
-from sccl_hf.data import load_table
-from sccl_hf.inference import answer_prompts, normalize_answer
-from sccl_hf.model import load_model, load_tokenizer
-
-logger = logging.getLogger(__name__)
+from sccl_hf.recipes import resolve_files
 
 
+# 1. arguments
 @dataclass
 class DPODataArguments:
     model_name_or_path: str = field(default="", metadata={"help": "the SFT model that writes the rejected answers"})
@@ -56,42 +49,59 @@ def _done_prompts(*paths: Path) -> set[str]:
 
 
 def main(args: DPODataArguments) -> dict:
+    import logging
+    import sys
+
     import torch
+    from tqdm import tqdm
+
+    from sccl_hf.engine import Engine
+    from sccl_hf.metrics import normalize_answer
+    from sccl_hf.tables import load_table
 
     torch.manual_seed(args.seed)
     output = Path(args.output_file)
     dropped_file = output.with_suffix(".dropped.jsonl")
-    output.parent.mkdir(parents=True, exist_ok=True)
+
+    # 2. inputs: the reference rows not yet done by an earlier run
     rows = load_table(args.reference_paths, ["prompt", "response"]).to_list()
     if args.max_rows:
         rows = rows[: args.max_rows]
     done = _done_prompts(output, dropped_file)
     todo = [r for r in rows if r["prompt"] not in done]
-    logger.warning("dpo_data: %d prompts, %d already done, %d to generate", len(rows), len(rows) - len(todo), len(todo))
-    model, tokenizer = load_model(args.model_name_or_path), load_tokenizer(args.model_name_or_path)
+    logging.getLogger(__name__).warning(
+        "dpo_data: %d prompts, %d already done, %d to generate", len(rows), len(rows) - len(todo), len(todo)
+    )
+
+    # 3. model
+    engine = Engine.load(args.model_name_or_path)
+
+    # 4. work and 5. save, batch by batch (appended, so an interrupted run loses at most one batch)
+    output.parent.mkdir(parents=True, exist_ok=True)
     written = dropped = 0
-    with open(output, "a", encoding="utf-8") as out, open(dropped_file, "a", encoding="utf-8") as drop, tqdm(
-        total=len(todo), desc="dpo_data", unit="prompt", file=sys.stderr
-    ) as progress:
+    with (
+        open(output, "a", encoding="utf-8") as out,
+        open(dropped_file, "a", encoding="utf-8") as drop,
+        tqdm(total=len(todo), desc="dpo_data", unit="prompt", file=sys.stderr) as progress,
+    ):
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start : start + args.batch_size]
-            answers = answer_prompts(
-                model, tokenizer, [r["prompt"] for r in batch], args.search_type, args.batch_size, args.max_new_tokens
+            answers = engine.generate(
+                [r["prompt"] for r in batch], args.search_type, args.max_new_tokens, batch_size=args.batch_size
             )
             for row, answer in zip(batch, answers):
                 if normalize_answer(answer) == normalize_answer(row["response"]) or not answer:
                     drop.write(json.dumps({**row, "generated": answer}, ensure_ascii=False) + "\n")
                     dropped += 1
                 else:
-                    out.write(json.dumps({"prompt": row["prompt"], "chosen": row["response"], "rejected": answer}, ensure_ascii=False) + "\n")
+                    pair = {"prompt": row["prompt"], "chosen": row["response"], "rejected": answer}
+                    out.write(json.dumps(pair, ensure_ascii=False) + "\n")
                     written += 1
             out.flush()
             drop.flush()
             progress.update(len(batch))
+
+    # 6. summary
     summary = {"written": written, "dropped_equal_to_reference": dropped, "skipped_already_done": len(rows) - len(todo)}
     print(f"dpo_data: {summary} -> {output.resolve()}")
     return summary
-
-
-if __name__ == "__main__":
-    main(*parse_recipe(sys.argv[1], sys.argv[2:], RECIPE_ARGUMENTS))

@@ -6,9 +6,9 @@ block of several lines.
 """
 
 import argparse
-import sys
 
-from sccl_hf.inference import load_for_inference, stream_answer
+from sccl_hf.engine import Engine
+from sccl_hf.prompt import render_prompt
 
 SEARCH_TYPES = ("greedy", "sampling", "beam", "contrastive")
 HELP = "commands: /exit  /clear  /search greedy|sampling|beam|contrastive  /max N  /help"
@@ -34,14 +34,17 @@ def read_message(read=input) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sccl chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sccl chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="a saved model directory")
     parser.add_argument("--search-type", choices=SEARCH_TYPES, default="greedy")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
 
-    model, tokenizer = load_for_inference(args.model, args.device)
+    engine = Engine.load(args.model, args.device)
+    model = engine.model
     search_type, max_new_tokens = args.search_type, args.max_new_tokens
     print(f"model {args.model} on {model.device} ({model.dtype}); search {search_type}; {HELP}", flush=True)
     while (message := read_message()) is not None:
@@ -62,12 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"unknown command {message.strip()!r}; {HELP}")
         elif message.strip():
             print("模型: ", end="", flush=True)
-            result = stream_answer(
-                model, tokenizer, message, lambda text: print(text, end="", flush=True), search_type, max_new_tokens
+            prompt = render_prompt([{"role": "user", "content": message}])
+            result = engine.stream(prompt, lambda text: print(text, end="", flush=True), search_type, max_new_tokens)
+            print(
+                f"\n[{result.completion_tokens} tokens, {result.tokens_per_second:.1f} tokens/s, {search_type}]",
+                flush=True,
             )
-            print(f"\n[{result.completion_tokens} tokens, {result.tokens_per_second:.1f} tokens/s, {search_type}]", flush=True)
     print("bye")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

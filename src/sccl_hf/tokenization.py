@@ -1,4 +1,4 @@
-"""Stage `tokenizer`: train a char-level or byte-level BPE tokenizer on parquet or txt files.
+"""Training char-level or byte-level BPE tokenizers (the machinery of `stage: tokenizer`).
 
 Memory: a BPE trainer counts every distinct pre-tokenized "word". Chinese has no spaces, so without help a
 whole sentence is one word and the count table holds every distinct sentence of the corpus (ChatLM-mini-Chinese
@@ -11,10 +11,7 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import jieba
 import psutil
@@ -23,46 +20,14 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
-from sccl_hf.configs import parse_recipe, resolve_files
+from sccl_hf.prompt import install_chat_template
 
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[EOS]", "[SEP]", "[BOS]", "[CLS]", "[MASK]", "[UNK]"]  # [PAD]=0, [EOS]=1
 
 
-@dataclass
-class TokenizerArguments:
-    files: list[str] = field(default_factory=list, metadata={"help": "parquet or txt files, directories or globs"})
-    text_columns: list[str] = field(default_factory=lambda: ["prompt", "response"], metadata={"help": "parquet columns"})
-    output_dir: str = "tokenizer"
-    kind: str = field(default="char_bpe", metadata={"help": "char_bpe (NFKC, Metaspace) or byte_bpe"})
-    vocab_size: int = 29_298
-    min_frequency: int = 2
-    max_chars: int = field(default=0, metadata={"help": "stop after this many characters (0: read everything)"})
-    pretokenize: str = field(default="jieba", metadata={"help": "jieba (bounded memory) or none (whole sentences)"})
-    max_piece_chars: int = field(default=16, metadata={"help": "longest piece handed to the trainer"})
-    num_proc: int = field(default=0, metadata={"help": "processes for jieba segmentation (0: one per core)"})
-    batch_rows: int = 1000
-
-    def __post_init__(self):
-        if self.kind not in ("char_bpe", "byte_bpe"):
-            raise ValueError(f"kind: must be char_bpe or byte_bpe, got '{self.kind}'")
-        if self.pretokenize not in ("jieba", "none"):
-            raise ValueError(f"pretokenize: must be jieba or none, got '{self.pretokenize}'")
-        if not self.files:
-            raise ValueError("files: give at least one parquet or txt file")
-        self.paths = resolve_files(self.files, "files", suffixes=(".parquet", ".txt"))
-        for path in self.paths:
-            if path.suffix == ".parquet":
-                missing = set(self.text_columns) - set(pq.ParquetFile(path).schema_arrow.names)
-                if missing:
-                    raise ValueError(f"{path}: no column(s) {sorted(missing)}; text_columns are {self.text_columns}")
-
-
-RECIPE_ARGUMENTS = (TokenizerArguments,)
-
-
-def iter_texts(args: TokenizerArguments) -> Iterator[list[str]]:
+def iter_texts(args) -> Iterator[list[str]]:
     """Yield batches of texts from all files, stopping at `max_chars` characters."""
     for path in args.paths:
         if path.suffix == ".parquet":
@@ -87,12 +52,14 @@ def segment(texts: list[str], max_piece_chars: int) -> list[str]:
     return [word[i : i + n] for text in texts for word in jieba.cut(text, HMM=False) for i in range(0, len(word), n)]
 
 
-def iter_pieces(args: TokenizerArguments) -> Iterator[list[str]]:
+def iter_pieces(args) -> Iterator[list[str]]:
     """Yield batches of pieces for the trainer (jieba words, cut to `max_piece_chars`), with a progress bar.
 
     jieba runs in `num_proc` processes over a window of a few batches at a time, so memory stays bounded."""
     processes = args.num_proc or os.cpu_count() or 1
-    with tqdm(total=args.max_chars or None, unit="char", unit_scale=True, desc="tokenizer corpus", file=sys.stderr) as progress:
+    with tqdm(
+        total=args.max_chars or None, unit="char", unit_scale=True, desc="tokenizer corpus", file=sys.stderr
+    ) as progress:
         batches = _counted(_capped(iter_texts(args), args.max_chars), progress)
         if args.pretokenize == "none":
             yield from batches
@@ -151,8 +118,8 @@ def new_tokenizer(kind: str) -> Tokenizer:
     return tokenizer
 
 
-def train(args: TokenizerArguments) -> PreTrainedTokenizerFast:
-    tokenizer = new_tokenizer(args.kind)
+def train(tokenizer: Tokenizer, args) -> PreTrainedTokenizerFast:
+    """Train `tokenizer` (from `new_tokenizer`) on the files of `args` (the tokenizer stage's arguments)."""
     # Tab, newline, the Metaspace space and printable ASCII are always in the vocabulary, whatever the corpus.
     ascii_chars = [chr(c) for c in range(33, 127)]
     alphabet = ["\t", "\n", "▁", *ascii_chars] if args.kind == "char_bpe" else pre_tokenizers.ByteLevel.alphabet()
@@ -164,12 +131,8 @@ def train(args: TokenizerArguments) -> PreTrainedTokenizerFast:
         show_progress=True,
     )
     tokenizer.train_from_iterator(iter_pieces(args), trainer=trainer)
-    # Every encoded prompt and response ends in [EOS], however it is tokenized (training, chat, serving).
-    eos_id = tokenizer.token_to_id("[EOS]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A [EOS]", pair="$A [EOS] $B [EOS]", special_tokens=[("[EOS]", eos_id)]
-    )
-    return PreTrainedTokenizerFast(
+    install_eos_template(tokenizer)
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="[PAD]",
         eos_token="[EOS]",
@@ -179,29 +142,22 @@ def train(args: TokenizerArguments) -> PreTrainedTokenizerFast:
         cls_token="[CLS]",
         mask_token="[MASK]",
     )
+    install_chat_template(fast)
+    return fast
 
 
-def main(args: TokenizerArguments) -> PreTrainedTokenizerFast:
-    started = time.perf_counter()
-    tokenizer = train(args)
-    tokenizer.save_pretrained(args.output_dir)
-    peak_mb = _peak_rss_mb()
-    logger.warning(
-        "tokenizer: vocab %d saved to %s in %.1f s; peak RSS %.0f MB",
-        len(tokenizer), args.output_dir, time.perf_counter() - started, peak_mb,
+def install_eos_template(tokenizer: Tokenizer) -> None:
+    """Every encoded prompt and response ends in [EOS], however it is tokenized (training, chat, serving)."""
+    eos_id = tokenizer.token_to_id("[EOS]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A [EOS]", pair="$A [EOS] $B [EOS]", special_tokens=[("[EOS]", eos_id)]
     )
-    print(f"tokenizer saved to {Path(args.output_dir).resolve()} (vocab {len(tokenizer)}, peak RSS {peak_mb:.0f} MB)")
-    return tokenizer
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     try:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     except ImportError:  # Windows
         return psutil.Process().memory_info().peak_wset / 2**20
-
-
-if __name__ == "__main__":
-    main(*parse_recipe(sys.argv[1], sys.argv[2:], RECIPE_ARGUMENTS))

@@ -1,0 +1,445 @@
+"""Recipes: a YAML file plus ``--key value`` overrides into the dataclasses a stage declares.
+
+A recipe is checked twice. First, fast and with nothing heavy imported (no torch, transformers or TRL): every
+key must be a field of one of the stage's argument classes (an unknown key is an error, with a close match
+suggested), every value must fit its field's type, a null is refused where the field does not take one, a key
+given twice is refused, and the project's own argument dataclasses are built, so a missing input file is reported
+too. The classes of other libraries (``Seq2SeqTrainingArguments``, TRL's ``DPOConfig``) are named as
+``"module:Class"`` strings and read from their source for this check, not imported. Then the stage's classes are
+imported and ``HfArgumentParser`` builds the instances the stage runs with.
+"""
+
+import ast
+import dataclasses
+import difflib
+import enum
+import glob
+import importlib
+import importlib.util
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe (or its overrides) is wrong; the message names the file and the key."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML whose mappings refuse a key given twice (plain YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_recipe(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        recipe = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of key: value, got {type(recipe).__name__}")
+    if "stage" not in recipe:
+        raise RecipeError(f"{path}: missing 'stage:' (the module in src/sccl_hf/stages/ that runs it)")
+    return recipe
+
+
+# -- argument classes -------------------------------------------------------------------------------------------
+
+
+def load_argument_class(spec) -> type:
+    """A dataclass, given as itself or as "module:Class" (imported now: this is the heavy step)."""
+    if isinstance(spec, str):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
+    return spec
+
+
+def _annotation_text(annotation) -> str:
+    """ "int", "str | None", "Optional[str]": the annotation as the source writes it."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    return re.sub(r"\b(typing|builtins)\.", "", text)
+
+
+@cache
+def _source_fields(spec: str) -> dict[str, str]:
+    """{field: annotation} of "module:Class" and its dataclass bases, read from the source without importing it."""
+    module_name, class_name = spec.split(":")
+    tree = ast.parse(_module_source(module_name).read_text(encoding="utf-8"))
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    imported = {}  # name -> module it comes from, for bases defined elsewhere
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            base = module_name.rsplit(".", node.level)[0] if node.level else ""
+            source = ".".join(filter(None, [base, node.module]))
+            for alias in node.names:
+                imported[alias.asname or alias.name] = source
+    fields = {}
+    for base in classes[class_name].bases:
+        if isinstance(base, ast.Name) and base.id in classes:
+            fields.update(_source_fields(f"{module_name}:{base.id}"))
+        elif isinstance(base, ast.Name) and base.id in imported:
+            fields.update(_source_fields(f"{_defining_module(imported[base.id], base.id)}:{base.id}"))
+    for node in classes[class_name].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not _init_false(node):
+            fields[node.target.id] = ast.unparse(node.annotation)
+    return fields
+
+
+def _module_source(module_name: str) -> Path:
+    """The source file of a module, found without importing it or its package (`find_spec("a.b")` would
+    import `a`, which for transformers takes seconds)."""
+    top, *rest = module_name.split(".")
+    spec = importlib.util.find_spec(top)
+    if not rest:
+        return Path(spec.origin)
+    folder = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
+    return folder / "__init__.py" if folder.is_dir() else folder.with_suffix(".py")
+
+
+def _defining_module(module_name: str, name: str) -> str:
+    """Where `name`, imported from `module_name`, is defined (follows a package's re-export to its module)."""
+    tree = ast.parse(_module_source(module_name).read_text(encoding="utf-8"))
+    if any(isinstance(n, ast.ClassDef) and n.name == name for n in tree.body):
+        return module_name
+    for node in ast.walk(tree):  # transformers' and TRL's lazy __init__: {"training_args": ["TrainingArguments"]}
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and isinstance(value, ast.List):
+                    if any(isinstance(e, ast.Constant) and e.value == name for e in value.elts):
+                        return f"{module_name}.{key.value}"
+        if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names) and node.level:
+            return f"{module_name}.{node.module}"
+    raise LookupError(f"cannot find where {name} is defined in {module_name}")
+
+
+def _init_false(node: ast.AnnAssign) -> bool:
+    call = node.value
+    return isinstance(call, ast.Call) and any(
+        k.arg == "init" and isinstance(k.value, ast.Constant) and k.value.value is False for k in call.keywords
+    )
+
+
+def recipe_fields(specs: tuple) -> dict[str, str]:
+    """{field: annotation text} over all of a stage's argument classes."""
+    fields = {}
+    for spec in specs:
+        if isinstance(spec, str):
+            fields.update(_source_fields(spec))
+        else:
+            # The class's annotations, not `Field.type`: HfArgumentParser rewrites the latter in place
+            # (`str | None` becomes `str`), which would refuse nulls in a second recipe of the same process.
+            hints = typing.get_type_hints(spec)
+            fields.update({f.name: _annotation_text(hints[f.name]) for f in dataclasses.fields(spec) if f.init})
+    return fields
+
+
+# -- values -----------------------------------------------------------------------------------------------------
+
+_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+_NONE = {"None", "NoneType", "Any"}
+
+
+def _union_parts(annotation: str) -> list[str]:
+    """The top-level members of a type annotation: "int | None" and "Optional[int]" -> ["int", "None"]."""
+    text = annotation.strip()
+    for wrapper, extra in (("Optional[", ["None"]), ("Union[", [])):
+        if text.startswith(wrapper) and text.endswith("]"):
+            return [p for part in _split_top(text[len(wrapper) : -1], ",") for p in _union_parts(part)] + extra
+    return [part.strip() for part in _split_top(text, "|")]
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _coerce(key: str, value, annotation: str):
+    """`value` (from YAML, or a command-line word) converted to `annotation`'s type, or RecipeError."""
+    parts = _union_parts(annotation)
+    heads = {part.split("[")[0].strip() for part in parts}
+    if value is None:
+        if heads & _NONE:
+            return None
+        raise RecipeError(f"{key}: null is not allowed (expects {annotation})")
+    list_part = next((p for p in parts if p.startswith("list")), None)
+    inner = list_part[5:-1] if list_part and list_part.endswith("]") else "str"
+    if isinstance(value, list):
+        if list_part is None:
+            raise RecipeError(f"{key}: expects a single value ({annotation}), got a list")
+        return [_coerce(key, item, inner) for item in value]
+    if list_part is not None and not heads - {"list", "None", "NoneType"}:
+        return [_coerce(key, value, inner)]  # a single value for a list field
+    takes_str = bool(heads - {"int", "float", "bool", "list", "dict", "None", "NoneType"})  # str, an enum, Any, ...
+    if isinstance(value, dict):
+        if heads & {"dict", "Any"}:
+            return value
+        raise RecipeError(f"{key}: expects {annotation}, got a mapping")
+    if isinstance(value, bool):
+        if "bool" in heads or takes_str:
+            return value
+        raise RecipeError(f"{key}: expects {annotation}, got {str(value).lower()}")
+    if isinstance(value, (int, float)):
+        if "float" in heads or (isinstance(value, int) and "int" in heads):
+            return value
+        if takes_str:
+            return str(value)
+        raise RecipeError(f"{key}: invalid {annotation} value: {value!r}")
+    text = str(value)
+    if "bool" in heads and text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    if "int" in heads and re.fullmatch(r"[+-]?\d+", text.strip()):
+        return int(text)
+    if "float" in heads:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    if takes_str or "dict" in heads:
+        return text
+    kind = next((k for k in ("int", "float", "bool") if k in heads), annotation)
+    raise RecipeError(f"{key}: invalid {kind} value: '{text}'")
+
+
+def split_overrides(overrides: list[str]) -> dict:
+    """`--key value [value ...]` and `--key=value` words into {key: value or [values]}."""
+    values: dict = {}
+    key = None
+    for word in overrides:
+        if word.startswith("--") and len(word) > 2:
+            key, _, inline = word[2:].partition("=")
+            values[key] = [inline] if inline else []
+        elif key is None:
+            raise RecipeError(f"command line: '{word}' is not a --key (overrides are --key value)")
+        else:
+            values[key].append(word)
+    for key, words in values.items():
+        if not words:
+            raise RecipeError(f"command line: --{key} needs a value")
+        values[key] = words[0] if len(words) == 1 else words
+    return values
+
+
+def check_recipe(path: str | Path, overrides: list[str], specs: tuple) -> dict:
+    """The fast check (nothing heavy imported): keys, value types, nulls and the project's own dataclasses
+    (which check their input files). Returns the merged {key: value} of the recipe and its overrides."""
+    recipe = read_recipe(path)
+    recipe.pop("stage")
+    known = recipe_fields(specs)
+    given = split_overrides(overrides)
+    for source, keys in ((str(path), recipe), ("command line", given)):
+        for key in keys:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise RecipeError(f"{source}: unknown key '{key}'{hint}")
+    merged = {**recipe, **given}
+    try:
+        values = {key: _coerce(key, value, known[key]) for key, value in merged.items()}
+    except RecipeError as error:
+        raise RecipeError(f"{path}: {error}") from None
+    for spec in specs:
+        if not isinstance(spec, str):
+            own = {f.name for f in dataclasses.fields(spec) if f.init}
+            try:
+                spec(**{k: v for k, v in values.items() if k in own})
+            except (ValueError, TypeError, FileNotFoundError) as error:  # raised by the dataclass's __post_init__
+                raise RecipeError(f"{path}: {error}") from error
+    return merged
+
+
+# -- the full parse ---------------------------------------------------------------------------------------------
+
+
+class _RecipeArgumentParser:
+    """HfArgumentParser whose errors are exceptions naming the recipe, not usage text and an exit."""
+
+    def __new__(cls, dataclass_types, source: str):
+        from transformers import HfArgumentParser
+
+        class Parser(HfArgumentParser):
+            def error(self, message):
+                raise RecipeError(f"{source}: {message}")
+
+        return Parser(dataclass_types)
+
+
+def _as_argv(recipe: dict) -> tuple[list[str], dict]:
+    """YAML values as command-line words, so argparse converts and checks every one of them. Nulls and empty
+    lists have no command-line form: they are returned apart and set after parsing."""
+    argv, set_after = [], {}
+    for key, value in recipe.items():
+        if value is None or value == []:
+            set_after[key] = value
+        elif isinstance(value, bool):
+            argv += [f"--{key}", str(value).lower()]
+        elif isinstance(value, list):
+            argv += [f"--{key}", *[json.dumps(v) if isinstance(v, (dict, list)) else str(v) for v in value]]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv, set_after
+
+
+def _device_defaults(dataclass_types: tuple) -> list[str]:
+    """`use_cpu: true` when this machine has no GPU. Without it, transformers 5 sets up each process of a
+    multi-process CPU run (accelerate launch --multi_gpu) as process 0 of 1: every process would write the logs,
+    checkpoints and final model. A recipe or override that sets use_cpu wins."""
+    import torch
+    from transformers import TrainingArguments
+
+    if any(issubclass(t, TrainingArguments) for t in dataclass_types) and not torch.cuda.is_available():
+        return ["--use_cpu", "true"]
+    return []
+
+
+def parse_recipe(path: str | Path, overrides: list[str], specs: tuple) -> tuple:
+    """Check the recipe (fast), then build instances of the stage's argument classes with HfArgumentParser.
+    Overrides win over the YAML."""
+    check_recipe(path, overrides, specs)
+    recipe = read_recipe(path)
+    recipe.pop("stage")
+    override_keys = list(split_overrides(overrides))
+    dataclass_types = tuple(load_argument_class(spec) for spec in specs)
+    argv, set_after = _as_argv(recipe)
+    parser = _RecipeArgumentParser(dataclass_types, str(path))
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=_device_defaults(dataclass_types) + argv + list(overrides))
+    except RecipeError:
+        raise
+    except (ValueError, TypeError, FileNotFoundError) as error:  # raised by a dataclass's __post_init__
+        raise RecipeError(f"{path}: {error}") from error
+    for key, value in set_after.items():
+        if key in override_keys:
+            continue
+        for instance in parsed:
+            if key in {f.name for f in dataclasses.fields(instance)}:
+                setattr(instance, key, value)
+    return tuple(parsed)
+
+
+def resolved_recipe(path: str | Path, overrides: list[str], instances: tuple) -> dict:
+    """The recipe as it ran: `stage:` and every key of the recipe or its overrides, with the parsed value."""
+    recipe = read_recipe(path)
+    keys = [k for k in recipe if k != "stage"] + [k for k in split_overrides(overrides) if k not in recipe]
+    resolved = {"stage": recipe["stage"]}
+    for key in keys:
+        value = next(getattr(i, key) for i in instances if hasattr(i, key))
+        resolved[key] = _plain(value)
+    return resolved
+
+
+def _plain(value):
+    """A YAML-friendly copy of a parsed value (enums by value, paths as strings)."""
+    if isinstance(value, enum.Enum):  # before str: transformers' enums are str subclasses
+        return _plain(value.value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+# -- input files and the shared argument dataclasses -----------------------------------------------------------
+
+
+def resolve_files(patterns: list[str], key: str, suffixes=(".parquet", ".jsonl", ".json")) -> list[Path]:
+    """Expand a list of files, directories and globs into data files, or raise naming what is missing."""
+    files = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if any(ch in pattern for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).suffix in suffixes)
+            if not matches:
+                raise FileNotFoundError(f"{key}: the pattern '{pattern}' matches no {'/'.join(suffixes)} file")
+            files += matches
+        elif path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.suffix in suffixes)
+            if not matches:
+                raise FileNotFoundError(f"{key}: the directory '{pattern}' holds no {'/'.join(suffixes)} file")
+            files += matches
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{key}: no such file or directory: '{pattern}'")
+    return files
+
+
+@dataclass
+class DataFiles:
+    """Training and evaluation files: lists of files, directories or globs, resolved (or refused) at parse time."""
+
+    train_files: list[str] = field(default_factory=list, metadata={"help": "parquet/jsonl files, directories or globs"})
+    eval_files: list[str] = field(default_factory=list, metadata={"help": "held-out files for evaluation"})
+
+    def __post_init__(self):
+        if not self.train_files:
+            raise ValueError("train_files: give at least one parquet/jsonl file, directory or glob")
+        self.train_paths = resolve_files(self.train_files, "train_files")
+        self.eval_paths = resolve_files(self.eval_files, "eval_files") if self.eval_files else []
+
+
+@dataclass
+class DataArguments(DataFiles):
+    """Where the prompt/response tables are and how to read them."""
+
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    max_seq_len: int | None = field(
+        default=None,
+        metadata={"help": "truncate prompts and responses to this many tokens (default: the model's max_seq_len)"},
+    )
+    streaming: bool = field(default=False, metadata={"help": "stream with `datasets` (GB-scale data); needs max_steps"})
+    buffer_size: int = field(default=10_000, metadata={"help": "shuffle buffer, in rows, when streaming"})
+
+
+@dataclass
+class ModelArguments:
+    """Which model to start from (or which preset to build) and which parts to train."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "a saved model directory to start from (SFT, DPO); empty: build `preset`"}
+    )
+    preset: str = field(
+        default="tiny", metadata={"help": "size preset when building a new model: tiny, small, chatlm-0.2b"}
+    )
+    tokenizer_dir: str | None = field(default=None, metadata={"help": "tokenizer directory (default: the model's)"})
+    dropout_rate: float = 0.1
+    freeze_embeddings_and_encoder: bool = field(
+        default=False, metadata={"help": "train only the decoder (ChatLM-mini-Chinese's SFT default)"}
+    )
+
+    def __post_init__(self):
+        for key in ("model_name_or_path", "tokenizer_dir"):
+            value = getattr(self, key)
+            if value and not Path(value).is_dir():
+                raise FileNotFoundError(f"{key}: no such directory: '{value}'")
+        if not self.model_name_or_path and not self.tokenizer_dir:
+            raise ValueError("give model_name_or_path (a saved model) or tokenizer_dir (to build a new model)")

@@ -1,0 +1,99 @@
+"""The demo as a user runs it: its plain list of `sccl run` steps, and the same from an installed wheel."""
+
+import json
+import shlex
+import subprocess
+import sys
+import sysconfig
+import zipfile
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from sccl_hf.apps.demo import STEPS
+from sccl_hf.cli import main as sccl
+
+pytestmark = pytest.mark.slow
+
+# Small versions of each step, so the whole list runs in about a minute.
+QUICK = {
+    "tokenizer.yaml": ["--vocab_size", "600"],
+    "pretrain.yaml": ["--preset", "tiny", "--max_steps", "4", "--disable_tqdm", "true"],
+    "sft.yaml": ["--max_steps", "4", "--disable_tqdm", "true"],
+    "eval_sft.yaml": ["--max_rows", "16"],
+    "dpo_data.yaml": ["--max_rows", "16"],
+    "dpo.yaml": ["--max_steps", "2", "--disable_tqdm", "true"],
+    "eval_dpo.yaml": ["--max_rows", "16"],
+}
+
+
+def test_every_demo_step_leaves_its_resolved_recipe_and_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the steps write under runs/demo/ of the current directory
+    for step in STEPS:
+        words = shlex.split(step)
+        recipe = words[-1]
+        overrides = QUICK.get(recipe.rsplit("/", 1)[-1], [])
+        sccl([*words[1:], *overrides])
+        stage_recipe = yaml.safe_load((ROOT / recipe).read_text(encoding="utf-8"))
+        if "output_dir" in stage_recipe:
+            output = tmp_path / stage_recipe["output_dir"]
+        else:
+            output = (tmp_path / stage_recipe["output_file"]).parent
+        resolved = yaml.safe_load((output / "recipe.yaml").read_text(encoding="utf-8"))
+        record = json.loads((output / "results.json").read_text(encoding="utf-8"))
+        assert resolved["stage"] == stage_recipe["stage"] == record["stage"], step
+        for key, value in zip(overrides[::2], overrides[1::2]):
+            assert str(resolved[key[2:]]).lower() == value.lower(), (step, key)
+    pretrain = json.loads((tmp_path / "runs/demo/pretrain/results.json").read_text())
+    assert pretrain["results"]["steps"] == 4 and pretrain["results"]["prompt_tokens_seen"] > 0
+    assert (tmp_path / "runs/demo/pretrain/trainer_state.json").is_file()  # the Trainer's own save_state
+    assert (tmp_path / "runs/demo/pretrain/train_results.json").is_file()  # ... and save_metrics
+    evaluation = json.loads((tmp_path / "runs/demo/eval/dpo/results.json").read_text())
+    assert evaluation["results"]["rows"] == 16 and 0 <= evaluation["results"]["exact_match"] <= 1
+
+
+def test_an_installed_wheel_runs_the_demo_stages_outside_the_checkout(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    wheel = next(dist.glob("sccl_hf-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"sccl_hf/recipe_files/demo/tokenizer.yaml", "sccl_hf/apps/web/chat.html", "sccl_hf/stages/sft.py"} <= names
+    assert {"modeling_chat_model.py", "configuration_chat_model.py"} <= names
+
+    # A fresh virtual environment that borrows this one's packages (torch and the rest) but not its sccl-hf.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+
+    def sccl_in_venv(*args):
+        result = subprocess.run([venv / "bin" / "sccl", *args], cwd=work, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result
+
+    where = subprocess.run(
+        [python, "-c", "import sccl_hf; print(sccl_hf.__file__)"], cwd=work, capture_output=True, text=True
+    )
+    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr
+    sccl_in_venv("run", "recipes/demo/data.yaml")
+    sccl_in_venv("run", "recipes/demo/tokenizer.yaml", "--vocab_size", "600")
+    sccl_in_venv("run", "recipes/demo/pretrain.yaml", "--preset", "tiny", "--max_steps", "3", "--disable_tqdm", "true")
+    model = work / "runs" / "demo" / "pretrain"
+    assert (model / "model.safetensors").is_file() and (model / "modeling_chat_model.py").is_file()
+    assert yaml.safe_load((model / "recipe.yaml").read_text())["max_steps"] == 3
+    assert json.loads((model / "results.json").read_text())["results"]["steps"] == 3
