@@ -111,3 +111,28 @@ def run_python(code: str, cwd: Path, timeout: int = 180):
     import subprocess
 
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=60000", "--run-all-compositor-stages-before-draw"]  # fmt: skip
+
+
+def page_dom(url: str, profile: Path, ready: str, screenshot: Path | None = None, tries: int = 3) -> str:
+    """The DOM of `url` in headless Chromium once it contains `ready`. Chromium's virtual time sometimes ends the
+    page before a streamed answer has arrived, so the page is loaded again (up to `tries` times) until it has."""
+    import subprocess
+
+    dom = ""
+    for attempt in range(tries):
+        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}-{attempt}"]
+        dom = subprocess.run(
+            ["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        ).stdout
+        if ready in dom:
+            break
+    if screenshot is not None:
+        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}-shot"]
+        subprocess.run(["chromium", *flags, f"--screenshot={screenshot}", "--window-size=900,600", url],
+                       capture_output=True, timeout=120)  # fmt: skip
+    return dom

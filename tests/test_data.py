@@ -22,7 +22,10 @@ def test_invalid_rows_are_skipped_and_counted_per_file(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="sccl_hf.tables"):
             rows = list(load_table([path], ["prompt", "response"], streaming=streaming))
         assert [r["prompt"] for r in rows] == ["好问题", "第二个好问题"]
-        assert "mixed.parquet: skipped 3 rows" in caplog.text
+        assert (
+            "mixed.parquet: skipped 1 null prompt (row 1); 1 empty response (row 2); 1 empty prompt (row 3)"
+            in caplog.text
+        )
 
 
 def test_non_string_column_rows_are_skipped(tmp_path):
@@ -40,15 +43,16 @@ def test_missing_column_is_an_error_naming_the_file(tmp_path):
         load_table([good, bad], ["prompt", "response"])
 
 
-def test_json_lines_are_read_and_a_broken_line_is_named(tmp_path):
+def test_json_lines_are_read_and_a_broken_line_is_skipped_and_named(tmp_path, caplog):
     path = tmp_path / "pairs.jsonl"
     path.write_text(
         '{"prompt": "问一", "response": "答一"}\n\n{"prompt": "问二", "response": "答二"}\n', encoding="utf-8"
     )
     assert [r["response"] for r in load_table([path], ["prompt", "response"])] == ["答一", "答二"]
     path.write_text('{"prompt": "问一", "response": "答一"}\n{"prompt": "问二", \n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"pairs\.jsonl, line 2: not valid JSON"):
-        load_table([path], ["prompt", "response"])
+    with caplog.at_level(logging.WARNING, logger="sccl_hf.tables"):
+        assert [r["response"] for r in load_table([path], ["prompt", "response"])] == ["答一"]
+    assert "pairs.jsonl: skipped 1 not valid JSON (line 2)" in caplog.text
 
 
 def test_streaming_reads_every_row_group_once(tmp_path):

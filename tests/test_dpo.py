@@ -164,7 +164,7 @@ def test_dpo_resume_continues_at_the_saved_step(recipe, tiny_model_dir, pairs_fi
     run_recipe(str(DEMO / recipe), [*args, *dpo_args(tmp_path, 2), *saving])
     assert (tmp_path / "checkpoint-2").is_dir()
     run_recipe(str(DEMO / recipe), [*args, *dpo_args(tmp_path, 4), *saving, "--resume_from_checkpoint", "true"])
-    assert [int(r["step"]) for r in logged(tmp_path)] == [3, 4]
+    assert [int(r["step"]) for r in logged(tmp_path)] == [1, 2, 3, 4]  # rows from before the resume are kept
     assert json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
 
 

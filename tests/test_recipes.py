@@ -7,7 +7,7 @@ from transformers import Seq2SeqTrainingArguments
 
 from conftest import ROOT
 from sccl_hf.recipes import DataArguments, ModelArguments, RecipeError, parse_recipe
-from sccl_hf.stages import stage_names
+from sccl_hf.stages import argument_specs, stage_names
 
 SEQ2SEQ = (ModelArguments, DataArguments, Seq2SeqTrainingArguments)
 
@@ -118,4 +118,4 @@ def test_every_shipped_recipe_parses(recipe, tmp_path, demo_data, tokenizer_dir,
         "bf16": ["false"],
     }
     overrides = [word for key, value in replacements.items() if key in recipe_keys for word in (f"--{key}", *value)]
-    parse_recipe(recipe, overrides, module.RECIPE_ARGUMENTS)
+    parse_recipe(recipe, overrides, argument_specs(module))

@@ -4,13 +4,12 @@ import concurrent.futures
 import json
 import os
 import shutil
-import subprocess
 
 import httpx
 import pytest
 from openai import OpenAI
 
-from conftest import ROOT
+from conftest import ROOT, page_dom
 from sccl_hf.apps.serve import LocalServer
 
 pytestmark = pytest.mark.slow  # training runs, real processes and servers
@@ -110,18 +109,18 @@ def test_32_concurrent_requests_all_succeed(server):
 @pytest.mark.parametrize(
     ("path", "body", "status"),
     [
-        ("/api/chat", b"not json", 422),
-        ("/api/chat", {}, 422),
+        ("/api/chat", b"not json", 400),
+        ("/api/chat", {}, 400),
         ("/api/chat", {"input_txt": ""}, 400),
-        ("/api/chat", {"input_txt": 42}, 422),
-        ("/api/chat", {"input_txt": "很长的问题" * 200}, 413),
-        ("/v1/chat/completions", {"messages": []}, 422),
+        ("/api/chat", {"input_txt": 42}, 400),
+        ("/api/chat", {"input_txt": "很长的问题" * 200}, 400),
+        ("/v1/chat/completions", {"messages": []}, 400),
         ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400),
-        ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 422),
+        ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 400),
         ("/v1/chat/completions", {"messages": [{"role": "system", "content": "hi"}]}, 400),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 422),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 422),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400),
     ],
 )
 def test_malformed_requests_get_a_json_4xx(server, path, body, status):
@@ -154,29 +153,12 @@ def test_a_client_leaving_mid_stream_leaves_the_server_healthy(server):
     not (shutil.which("chromium") or os.environ.get("CI")), reason="needs Debian's chromium (make test installs it)"
 )
 def test_web_page_shows_a_streamed_answer(server, tmp_path):
-    chromium = shutil.which("chromium")
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=20000",
-    ]
-    url = f"{server}/?q=浙江的省会是哪里？"
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert 'data-done="true"' in dom and ">杭州</div>" in dom, dom[-2000:]
-    subprocess.run(
-        [chromium, *flags, f"--screenshot={artifacts / 'web_chat.png'}", "--window-size=900,600", url],
-        capture_output=True,
-        timeout=120,
+    dom = page_dom(
+        f"{server}/?q=浙江的省会是哪里？", tmp_path / "profile", 'data-done="true"', artifacts / "web_chat.png"
     )
+    assert 'data-done="true"' in dom and ">杭州</div>" in dom, dom[-2000:]
     assert (artifacts / "web_chat.png").stat().st_size > 5000
 
 

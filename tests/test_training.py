@@ -118,7 +118,7 @@ def test_resume_continues_at_the_saved_step(pretrained_dir, fixed_batch, tmp_pat
     run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 3)])
     assert (tmp_path / "checkpoint-3").is_dir()
     run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 6, "--resume_from_checkpoint", "true")])
-    assert [step for step, _ in logged(tmp_path)] == [4, 5, 6]  # the second run's log starts after step 3
+    assert [step for step, _ in logged(tmp_path)] == [1, 2, 3, 4, 5, 6]  # rows from before the resume are kept
     state = json.loads((tmp_path / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
 

@@ -24,6 +24,12 @@ def run_command(argv: list[str]):
     )
     run.add_argument("recipe", nargs="?")
     commands.add_parser("demo", help="the end-to-end CPU demo, written under runs/demo/")
+    convert = commands.add_parser(
+        "convert", help="a ChatLM-mini-Chinese model folder -> a self-contained folder of ours: sccl convert SRC DST"
+    )
+    convert.add_argument("source", help="a folder in ChatLM-mini-Chinese's published layout")
+    convert.add_argument("target", help="the new folder (must not hold a model yet)")
+    convert.add_argument("--max-seq-len", type=int, default=None, help="set the model's max_seq_len")
     commands.add_parser("chat", help="chat in the terminal: sccl chat --model DIR", add_help=False)
     commands.add_parser("serve", help="HTTP API and web chat: sccl serve --model DIR", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -49,6 +55,17 @@ def run_command(argv: list[str]):
         return serve(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "convert":
+        from sccl_hf.errors import SCCLError
+        from sccl_hf.model import convert_chatlm_folder
+
+        try:
+            target = convert_chatlm_folder(args.source, args.target, args.max_seq_len)
+        except SCCLError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+        print(f"converted {args.source} -> {target}")
+        return target
     if args.command == "demo":
         from sccl_hf.apps.demo import run_demo
 

@@ -1,5 +1,6 @@
 """Building, loading and saving the chat model: size presets and the self-contained model directory."""
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import configuration_chat_model
 import modeling_chat_model
 from configuration_chat_model import TextToTextModelConfig
 from modeling_chat_model import TextToTextModel
+from sccl_hf.errors import ModelFolderError
+from sccl_hf.model_folder import finished_model
 from sccl_hf.prompt import install_chat_template
+from sccl_hf.tokenization import ensure_eos_template, save_tokenizer
+
+logger = logging.getLogger(__name__)
 
 # Saving a model (final or checkpoint) copies the two remote-code files and writes `auto_map`, so every saved
 # folder loads with AutoModelForSeq2SeqLM.from_pretrained(dir, trust_remote_code=True) on any machine.
@@ -70,10 +76,22 @@ def load_model(model_dir: str | Path, dtype: torch.dtype | None = None, config=N
     return model
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
 def load_tokenizer(tokenizer_dir: str | Path) -> PreTrainedTokenizerBase:
-    """A saved tokenizer, with the project's chat template (the one prompt renderer) when it has none."""
+    """A saved tokenizer, made to follow the project's conventions: [PAD]=0 and [EOS]=1 (checked), every
+    encoding closed by [EOS] (the template is installed, with a warning, when the tokenizer lacks it), and the
+    project's chat template when it has none."""
+    folder = Path(tokenizer_dir)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelFolderError(
+            f"{folder}: no tokenizer files ({' or '.join(TOKENIZER_FILES)}); a model folder must carry its "
+            "tokenizer (or give tokenizer_dir)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     check_special_tokens(tokenizer)
+    ensure_eos_template(tokenizer, source=str(tokenizer_dir))
     if not tokenizer.chat_template:
         install_chat_template(tokenizer)
     return tokenizer
@@ -96,7 +114,7 @@ def save_model_dir(model, tokenizer: PreTrainedTokenizerBase, output_dir: str | 
     output_dir.mkdir(parents=True, exist_ok=True)
     prepare_for_save(model)
     model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    save_tokenizer(tokenizer, output_dir)
     copy_remote_code(output_dir)
     return output_dir
 
@@ -105,6 +123,7 @@ def prepare_for_save(model) -> None:
     """Set what loading needs: the architecture name and a generation config with eos, pad, decoder start."""
     model.generation_config = generation_config_for(model.config)
     model.config.architectures = ["TextToTextModel"]
+    model.config.use_cache = True  # trainers turn the cache off while training; generation wants it back
 
 
 def copy_remote_code(output_dir: str | Path) -> None:
@@ -122,3 +141,38 @@ def training_max_len(config, requested: int | None) -> int:
     if requested:
         config.max_seq_len = requested
     return model_max_len(config)
+
+
+def convert_chatlm_folder(source: str | Path, target: str | Path, max_seq_len: int | None = None) -> Path:
+    """A model folder in ChatLM-mini-Chinese's published layout (config.json with `architectures:
+    [TextToTextModel]` and no `auto_map`, T5 state-dict names, its own tokenizer.json without the [EOS]
+    template) rewritten as a self-contained folder of ours: the same weights, our remote code, the [EOS] and
+    chat templates, a generation config with eos and pad. Its `max_seq_len` is kept (or set)."""
+    from transformers import PreTrainedTokenizerFast
+
+    source, target = Path(source), Path(target)
+    if not (source / "config.json").is_file():
+        raise ModelFolderError(f"{source}: no config.json, not a model folder")
+    if not (source / "tokenizer.json").is_file():
+        raise ModelFolderError(f"{source}: no tokenizer.json (ChatLM-mini-Chinese's folders carry one)")
+    if target.resolve() == source.resolve():
+        raise ModelFolderError(f"{target}: the converted model must go to another folder")
+    if finished_model(target):
+        raise ModelFolderError(f"{target}: already holds a model; choose another folder")
+    config = TextToTextModelConfig.from_pretrained(source)
+    if max_seq_len:
+        config.max_seq_len = max_seq_len
+    model, info = TextToTextModel.from_pretrained(source, config=config, output_loading_info=True)
+    if info["missing_keys"] or info["unexpected_keys"]:
+        raise ModelFolderError(
+            f"{source}: weights do not match a T5 model: missing {info['missing_keys'][:5]}, "
+            f"unexpected {info['unexpected_keys'][:5]}"
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(source / "tokenizer.json"),
+        **{f"{name}_token": f"[{name.upper()}]" for name in ("pad", "eos", "unk", "sep", "bos", "cls", "mask")},
+    )
+    check_special_tokens(tokenizer)
+    ensure_eos_template(tokenizer, source=str(source))
+    install_chat_template(tokenizer)
+    return save_model_dir(model, tokenizer, target)

@@ -25,9 +25,7 @@ from pathlib import Path
 
 import yaml
 
-
-class RecipeError(ValueError):
-    """A recipe (or its overrides) is wrong; the message names the file and the key."""
+from sccl_hf.errors import RecipeError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -225,6 +223,50 @@ def _coerce(key: str, value, annotation: str):
     raise RecipeError(f"{key}: invalid {kind} value: '{text}'")
 
 
+def _at_least(low):
+    return lambda v: v >= low, f"{low} or more"
+
+
+# Limits that types cannot say, for whichever of a stage's classes has the field (None is left to the type check).
+VALUE_LIMITS = {
+    "max_steps": (lambda v: v == -1 or v > 0, "a positive number of steps, or -1 to train by epochs"),
+    "num_train_epochs": (lambda v: v > 0, "above 0"),
+    "learning_rate": _at_least(0),
+    "warmup_steps": _at_least(0),
+    "weight_decay": _at_least(0),
+    "beta": (lambda v: v > 0, "above 0"),
+    **{
+        key: _at_least(1)
+        for key in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_steps",
+            "eval_steps",
+            "save_total_limit",
+            "max_seq_len",
+            "buffer_size",
+            "batch_size",
+            "vocab_size",
+            "lora_r",
+            "lora_alpha",
+            "max_piece_chars",
+            "batch_rows",
+        )
+    },
+    **{key: _at_least(0) for key in ("max_new_tokens", "max_rows", "max_chars", "num_proc", "dataloader_num_workers")},
+}
+
+
+def _check_limits(values: dict) -> None:
+    for key, value in values.items():
+        if key in VALUE_LIMITS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            holds, wanted = VALUE_LIMITS[key]
+            if not holds(value):
+                raise RecipeError(f"{key}: {value} is out of range (expects {wanted})")
+
+
 def split_overrides(overrides: list[str]) -> dict:
     """`--key value [value ...]` and `--key=value` words into {key: value or [values]}."""
     values: dict = {}
@@ -260,6 +302,7 @@ def check_recipe(path: str | Path, overrides: list[str], specs: tuple) -> dict:
     merged = {**recipe, **given}
     try:
         values = {key: _coerce(key, value, known[key]) for key, value in merged.items()}
+        _check_limits(values)
     except RecipeError as error:
         raise RecipeError(f"{path}: {error}") from None
     for spec in specs:
@@ -380,8 +423,12 @@ def resolve_files(patterns: list[str], key: str, suffixes=(".parquet", ".jsonl",
             if not matches:
                 raise FileNotFoundError(f"{key}: the pattern '{pattern}' matches no {'/'.join(suffixes)} file")
             files += matches
-        elif path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.suffix in suffixes)
+        elif path.is_dir():  # hidden folders and files (.git, .ipynb_checkpoints) are never data
+            matches = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in suffixes and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not matches:
                 raise FileNotFoundError(f"{key}: the directory '{pattern}' holds no {'/'.join(suffixes)} file")
             files += matches
@@ -390,6 +437,15 @@ def resolve_files(patterns: list[str], key: str, suffixes=(".parquet", ".jsonl",
         else:
             raise FileNotFoundError(f"{key}: no such file or directory: '{pattern}'")
     return files
+
+
+@dataclass
+class RunArguments:
+    """Keys every stage takes (the runner adds them; the stage's own `main` never sees them)."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "replace a finished model already in the output folder"}
+    )
 
 
 @dataclass

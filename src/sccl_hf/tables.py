@@ -1,58 +1,113 @@
-"""Reading prompt/response (and prompt/chosen/rejected) tables from parquet or JSON lines.
+"""Reading prompt/response (and prompt/chosen/rejected) tables from parquet, JSON lines or JSON arrays.
 
-Rows whose fields are null, empty or not strings are skipped and counted per file; a missing column is an
-error naming the file. Small data is read into memory; large data is streamed with `datasets`, one shard per
-parquet row group (or JSON-lines file), so that under several processes accelerate hands each process its own
-shards and no process reads another's rows.
+Bad rows never stop a run: a null, empty or non-string field, a line that is not valid UTF-8 or not valid JSON,
+or a JSON value that is not an object is skipped and counted under its reason, with the file and line, whether
+the table is read into memory or streamed. What stops a run, with the file named: a file that cannot be read at
+all, a missing column, and a table with no usable row. Small data is read into memory; large data is streamed
+with `datasets`, one shard per parquet row group (or JSON-lines file), so that under several processes
+accelerate hands each process its own shards and no process reads another's rows.
 """
 
 import json
 import logging
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sccl_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
-    """A data file is wrong; the message names the file (and the line, for JSON lines)."""
+class SkippedRows:
+    """Rows skipped while reading, by file and reason, with the first few places for each."""
+
+    examples = 5
+
+    def __init__(self):
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.places: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def add(self, path, reason: str, place: str) -> None:
+        self.counts[str(path)][reason] += 1
+        if len(self.places[str(path), reason]) < self.examples:
+            self.places[str(path), reason].append(place)
+
+    def total(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+    def describe(self, path) -> str:
+        counts = self.counts.get(str(path), Counter())
+        return "; ".join(
+            f"{n} {reason} ({', '.join(self.places[str(path), reason])}{', ...' if n > self.examples else ''})"
+            for reason, n in counts.most_common()
+        )
+
+    def summary(self) -> str:
+        return "; ".join(f"{path}: {self.describe(path)}" for path in self.counts) or "no rows at all"
+
+
+def parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path}: cannot be read as parquet ({error})") from error
 
 
 def check_columns(paths: list[Path], columns: list[str]) -> None:
-    """Raise naming the first file that lacks one of `columns` (reads only parquet metadata / a first line)."""
+    """Raise naming the first file that lacks one of `columns` (reads only parquet metadata / a first row), or
+    that cannot be read at all."""
     for path in paths:
         if path.suffix == ".parquet":
-            names = set(pq.ParquetFile(path).schema_arrow.names)
+            names = set(parquet_file(path).schema_arrow.names)
         else:
-            first = next(_iter_json_rows(path), None)
-            if first is None:  # an empty JSON-lines file has no rows to read, and no columns to miss
+            first = next(_iter_json_rows(path, SkippedRows()), None)
+            if first is None:  # no JSON object to read, and so no columns to miss
                 continue
-            names = set(first)
+            names = set(first[1])
         missing = [c for c in columns if c not in names]
         if missing:
             raise DataError(f"{path}: missing column(s) {missing}; it has {sorted(names)}")
 
 
-def _iter_json_rows(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        if path.suffix == ".json" and f.read(1) == "[":  # a JSON array file
+def _iter_json_rows(path: Path, skipped: SkippedRows) -> Iterator[tuple[str, dict]]:
+    """(place, row) for each JSON object of a JSON-lines file or a JSON array file; bad lines are counted."""
+    with open(path, "rb") as f:
+        if path.suffix == ".json" and f.read(1) == b"[":  # a JSON array file: read whole
             f.seek(0)
-            yield from json.load(f)
+            try:
+                items = json.loads(f.read().decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as error:
+                raise DataError(f"{path}: cannot be read as a JSON array ({error})") from error
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    yield f"item {index}", item
+                else:
+                    skipped.add(path, "not a JSON object", f"item {index}")
             return
         f.seek(0)
-        for number, line in enumerate(f, start=1):
+        for number, raw in enumerate(f, start=1):
+            place = f"line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                skipped.add(path, "invalid UTF-8", place)
+                continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg})") from error
+            except ValueError:
+                skipped.add(path, "not valid JSON", place)
+                continue
             if not isinstance(row, dict):
-                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            yield row
+                skipped.add(path, "not a JSON object", place)
+                continue
+            yield place, row
 
 
 def _shards(paths: list[Path]) -> list[tuple[str, int]]:
@@ -60,38 +115,54 @@ def _shards(paths: list[Path]) -> list[tuple[str, int]]:
     shards = []
     for path in paths:
         if path.suffix == ".parquet":
-            shards += [(str(path), g) for g in range(pq.ParquetFile(path).num_row_groups)]
+            shards += [(str(path), g) for g in range(parquet_file(path).num_row_groups)]
         else:
             shards.append((str(path), -1))
     return shards
 
 
-def _iter_shard_rows(path: str, row_group: int, columns: list[str]) -> Iterator[dict]:
+def _iter_shard_rows(path: str, row_group: int, columns: list[str], skipped: SkippedRows) -> Iterator[tuple[str, dict]]:
     if row_group >= 0:
-        table = pq.ParquetFile(path).read_row_group(row_group, columns=list(columns))
-        yield from table.to_pylist()
+        table = parquet_file(Path(path)).read_row_group(row_group, columns=list(columns))
+        first = sum(parquet_file(Path(path)).metadata.row_group(g).num_rows for g in range(row_group))
+        for index, row in enumerate(table.to_pylist()):
+            yield f"row {first + index}", row
     else:
-        yield from _iter_json_rows(Path(path))
+        yield from _iter_json_rows(Path(path), skipped)
 
 
-def _valid(row: dict, columns: list[str]) -> bool:
-    return all(isinstance(row.get(c), str) and row[c].strip() for c in columns)
+def _problem(row: dict, columns: list[str]) -> str | None:
+    for column in columns:
+        value = row.get(column)
+        if value is None:
+            return f"null {column}"
+        if not isinstance(value, str):
+            return f"non-string {column}"
+        if not value.strip():
+            return f"empty {column}"
+    return None
 
 
-def _generate_rows(shards: list[tuple[str, int]], columns: list[str]) -> Iterator[dict]:
-    """Valid rows of the shards; invalid ones are skipped and counted, one warning per shard that had any."""
+def _generate_rows(shards: list[tuple[str, int]], columns: list[str], require_rows: bool = True) -> Iterator[dict]:
+    """Valid rows of the shards. Invalid ones are skipped and counted by reason, one warning per file that had
+    any; no valid row at all is an error naming the files and the counts (unless `require_rows` is False: a
+    stream calls this once per shard, and one shard may well hold nothing usable)."""
+    skipped, kept = SkippedRows(), 0
     for path, row_group in shards:
-        skipped = 0
-        for row in _iter_shard_rows(path, row_group, columns):
-            if _valid(row, columns):
-                yield {c: row[c] for c in columns}
+        before = skipped.total()
+        for place, row in _iter_shard_rows(path, row_group, columns, skipped):
+            problem = _problem(row, columns)
+            if problem:
+                skipped.add(path, problem, place)
             else:
-                skipped += 1
-        if skipped:
+                kept += 1
+                yield {c: row[c] for c in columns}
+        if skipped.total() > before:
             where = f" (row group {row_group})" if row_group > 0 else ""
-            logger.warning(
-                "%s: skipped %d rows%s with a null, empty or non-string field in %s", path, skipped, where, columns
-            )
+            logger.warning("%s%s: skipped %s", path, where, skipped.describe(path))
+    if kept == 0 and require_rows:
+        files = sorted({path for path, _ in shards})
+        raise DataError(f"no usable rows in {files} (columns {list(columns)}): {skipped.summary()}")
 
 
 def load_table(
@@ -109,14 +180,16 @@ def load_table(
     features = datasets.Features({c: datasets.Value("string") for c in columns})
     shards = _shards(paths)
     if streaming:
+        # The stream must hold a usable row somewhere: read up to the first one now (normally the first row),
+        # since the stream itself is read shard by shard, in other processes, and only once training starts.
+        next(_generate_rows(shards, columns), None)
         table = datasets.IterableDataset.from_generator(
-            _generate_rows, gen_kwargs={"shards": shards, "columns": tuple(columns)}, features=features
+            _generate_rows,
+            gen_kwargs={"shards": shards, "columns": tuple(columns), "require_rows": False},
+            features=features,
         )  # columns as a tuple: a list in gen_kwargs would count as a list of shards
         return table.shuffle(seed=shuffle_seed, buffer_size=buffer_size) if shuffle_seed is not None else table
-    rows = list(_generate_rows(shards, columns))
-    if not rows:
-        raise DataError(f"no usable rows in {[str(p) for p in paths]} (every row had a null or empty field)")
-    return datasets.Dataset.from_list(rows, features=features)
+    return datasets.Dataset.from_list(list(_generate_rows(shards, columns)), features=features)
 
 
 def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", response_column: str = "response"):

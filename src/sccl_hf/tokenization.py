@@ -7,11 +7,13 @@ needed ~48 GB of RAM for 1.7 GB of text). Here text is cut into jieba words firs
 """
 
 import itertools
+import json
 import logging
 import multiprocessing
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import jieba
 import psutil
@@ -20,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from sccl_hf.errors import ModelFolderError
 from sccl_hf.prompt import install_chat_template
 
 logger = logging.getLogger(__name__)
@@ -149,9 +152,49 @@ def train(tokenizer: Tokenizer, args) -> PreTrainedTokenizerFast:
 def install_eos_template(tokenizer: Tokenizer) -> None:
     """Every encoded prompt and response ends in [EOS], however it is tokenized (training, chat, serving)."""
     eos_id = tokenizer.token_to_id("[EOS]")
+    if eos_id is None:
+        raise ModelFolderError("the tokenizer has no [EOS] token")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A [EOS]", pair="$A [EOS] $B [EOS]", special_tokens=[("[EOS]", eos_id)]
     )
+
+
+def ends_with_eos(tokenizer) -> bool:
+    ids = tokenizer("测试 a")["input_ids"]
+    return bool(ids) and ids[-1] == tokenizer.eos_token_id
+
+
+def ensure_eos_template(tokenizer, source: str = "tokenizer") -> bool:
+    """Every stage relies on [EOS] closing each encoded prompt and response. A tokenizer without that
+    post-processor (ChatLM-mini-Chinese's published tokenizer.json has none) gets it here, and says so.
+    Returns True when it had to be installed."""
+    if ends_with_eos(tokenizer):
+        return False
+    install_eos_template(tokenizer.backend_tokenizer)
+    if not ends_with_eos(tokenizer):
+        raise ModelFolderError(f"{source}: could not make the tokenizer close its encodings with [EOS]")
+    logger.warning(
+        "%s: the tokenizer did not end its encodings with [EOS]; the [EOS] template is installed (every stage "
+        "relies on it, and it is saved with the model)",
+        source,
+    )
+    return True
+
+
+def save_tokenizer(tokenizer, output_dir: str | Path) -> None:
+    """Save a tokenizer as a downstream user should get it: no truncation or padding left over from training
+    (a fast tokenizer keeps the last call's settings and would write them into tokenizer.json), and a class name
+    that transformers 4.x knows too (transformers 5 writes `TokenizersBackend`)."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    tokenizer.save_pretrained(output_dir)
+    config_path = Path(output_dir) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in ("max_length", "stride", "truncation_strategy"):
+        config.pop(key, None)
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def peak_rss_mb() -> float:

@@ -1,19 +1,22 @@
 """What every training stage shares: logging, resume, Ctrl+C/SIGTERM handling, loss history, the final save."""
 
 import csv
+import json
 import logging
+import math
 import os
 import signal
 import sys
+import zipfile
 from pathlib import Path
 
 import datasets
 import torch
 import transformers
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
-from sccl_hf.model import copy_remote_code, prepare_for_save
+from sccl_hf.errors import TrainingError
+from sccl_hf.model import copy_remote_code, prepare_for_save, save_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +29,68 @@ def setup_logging(training_args) -> None:
     logging.getLogger("sccl_hf").setLevel(level if level != logging.WARNING else logging.INFO)
 
 
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete.
+
+    A save cut short (kill -9, a full disk, a second Ctrl+C) leaves files missing or truncated: the trainer
+    state must parse, every safetensors file must be as long as its header says, and every torch pickle (model,
+    optimizer, scheduler, RNG states: zip archives) must have its central directory, which is written last."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return "trainer_state.json is cut short"
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        return "no weights"
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            with open(path, "rb") as f:
+                header_size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(header_size))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            if path.stat().st_size != 8 + header_size + end:
+                return f"{path.name} is cut short"
+        except (ValueError, OSError):
+            return f"{path.name} is cut short"
+    for path in sorted(p for pattern in ("*.pt", "*.pth", "*.bin") for p in folder.rglob(pattern)):
+        try:
+            zipfile.ZipFile(path).close()
+        except (zipfile.BadZipFile, OSError):
+            return f"{path.name} is cut short"
+    return None
+
+
+def newest_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` in output_dir that is complete; incomplete ones are skipped with a warning."""
+    folders = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return str(folder)
+        logger.warning("skipping the incomplete checkpoint %s (%s)", folder, problem)
+    return None
+
+
 def resolve_resume(training_args) -> str | None:
-    """`resume_from_checkpoint: true` means the newest checkpoint in output_dir (none yet: start fresh)."""
+    """`resume_from_checkpoint: true` means the newest complete checkpoint in output_dir (none yet: start fresh)."""
     value = training_args.resume_from_checkpoint
     if value in (None, "", "false", "False"):
         return None
     if value in ("true", "True", True):
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        last = newest_complete_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
         if last is None:
             logger.info(
-                "resume_from_checkpoint: no checkpoint in %s yet, starting from step 0", training_args.output_dir
+                "resume_from_checkpoint: no complete checkpoint in %s yet, starting from step 0",
+                training_args.output_dir,
             )
         return last
     if not os.path.isdir(value):
         raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint directory: '{value}'")
+    problem = checkpoint_problem(Path(value))
+    if problem:
+        raise TrainingError(f"resume_from_checkpoint: {value} cannot be resumed from: {problem}")
     return value
 
 
@@ -77,19 +128,40 @@ class InterruptCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def release(self) -> None:
+        """Give the signals back. Called once the final model is saved (not at the end of training: a signal
+        during the final evaluation or save must not cut a finished run's model short)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self._previous = {}
 
 
 class LossHistoryCallback(TrainerCallback):
     """Writes every logged number (loss, learning rate, DPO rewards, ...) to output_dir/training_log.csv and
-    plots loss and learning rate to training_log.png."""
+    plots loss and learning rate to training_log.png. A resumed run keeps the rows up to its checkpoint."""
 
     def __init__(self, output_dir: str):
         self.csv_path = Path(output_dir) / "training_log.csv"
         self.png_path = Path(output_dir) / "training_log.png"
         self.rows, self.fields = [], ["step"]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.process_index != 0:
+            return
+        if state.global_step > 0 and self.csv_path.is_file():  # resumed: keep what led to the checkpoint
+            with open(self.csv_path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or ["step"])
+                rows = [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in reader]
+            self.rows = [{**r, "step": int(r["step"])} for r in rows if r.get("step", 0) <= state.global_step]
+        self._write_all()
+
+    def _write_all(self) -> None:
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # args.process_index, not state.is_world_process_zero: transformers 5.23 leaves the latter True on every
@@ -100,13 +172,9 @@ class LossHistoryCallback(TrainerCallback):
         row = {"step": state.global_step, **numbers}
         self.rows.append(row)
         new_fields = [k for k in numbers if k not in self.fields]
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        if new_fields or len(self.rows) == 1:  # a new column: write the file again with the wider header
+        if new_fields:  # a new column: write the file again with the wider header
             self.fields += new_fields
-            with open(self.csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.fields)
-                writer.writeheader()
-                writer.writerows(self.rows)
+            self._write_all()
         else:
             with open(self.csv_path, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.fields).writerow(row)
@@ -114,6 +182,24 @@ class LossHistoryCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if args.process_index == 0 and self.rows:
             plot_history(self.rows, self.png_path)
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stops the run when a logged loss is NaN or infinite: nothing after that point is worth saving.
+
+    The Trainer's `logging_nan_inf_filter` is turned off (see `training_callbacks`), so a non-finite step
+    shows in the loss logged for its window instead of being replaced by the window's average."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                window = f"steps {max(state.global_step - args.logging_steps + 1, 1)}-{state.global_step}"
+                raise TrainingError(
+                    f"non-finite {key} ({value}) at step {state.global_step} (logged over {window}), learning rate "
+                    f"{logs.get('learning_rate', 'unknown')}: training stopped and no final model was saved; "
+                    "lower learning_rate or check the data"
+                )
 
 
 def plot_history(rows: list[dict], png_path: Path) -> None:
@@ -142,15 +228,27 @@ def plot_history(rows: list[dict], png_path: Path) -> None:
 def training_callbacks(training_args) -> list[TrainerCallback]:
     if training_args.include_num_input_tokens_seen in ("no", False):
         training_args.include_num_input_tokens_seen = "non_padding"  # results.json reports the tokens seen
-    return [InterruptCallback(), LossHistoryCallback(training_args.output_dir)]
+    training_args.logging_nan_inf_filter = False  # a NaN must show in the log, where NonFiniteLossCallback sees it
+    return [InterruptCallback(), LossHistoryCallback(training_args.output_dir), NonFiniteLossCallback()]
+
+
+def _interrupt(trainer) -> InterruptCallback:
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, InterruptCallback))
 
 
 def train(trainer, training_args):
-    """Train (resuming if asked). On Ctrl+C/SIGTERM the checkpoint is already written: exit with 130."""
-    result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
-    interrupt = next(c for c in trainer.callback_handler.callbacks if isinstance(c, InterruptCallback))
-    if interrupt.signal_received is not None:
-        last = get_last_checkpoint(training_args.output_dir)
+    """Train (resuming if asked). Stopped early by Ctrl+C/SIGTERM: the checkpoint is written, exit with 130.
+    A signal after the last step (during the final evaluation) does not stop the final save."""
+    try:
+        result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+    except BaseException:
+        _interrupt(trainer).release()
+        raise
+    interrupt = _interrupt(trainer)
+    finished = trainer.state.max_steps > 0 and trainer.state.global_step >= trainer.state.max_steps
+    if interrupt.signal_received is not None and not finished:
+        interrupt.release()
+        last = newest_complete_checkpoint(training_args.output_dir)
         print(
             f"stopped at step {trainer.state.global_step}; checkpoint: {last}\n"
             f"continue with --resume_from_checkpoint true",
@@ -162,7 +260,27 @@ def train(trainer, training_args):
 
 def save_trained(trainer, training_args, tokenizer, result) -> dict:
     """Save the final self-contained model directory (a LoRA run: its adapter) to output_dir, the Trainer's
-    state and metrics beside it, and return the run's results (metrics, rows and tokens seen)."""
+    state and metrics beside it, and return the run's results (metrics, rows and tokens seen).
+
+    Ctrl+C/SIGTERM stay ours until the folder is complete: a signal now is noted, the save finishes, and the
+    run then exits with 130 saying where the finished model is."""
+    interrupt = _interrupt(trainer)
+    try:
+        results = _save(trainer, training_args, tokenizer, result)
+    finally:
+        interrupt.release()
+    if interrupt.signal_received is not None:
+        name = signal.Signals(interrupt.signal_received).name
+        print(
+            f"{name} received after training had finished: the final model is complete in "
+            f"{Path(training_args.output_dir).resolve()}",
+            file=sys.stderr,
+        )
+        raise SystemExit(130)
+    return results
+
+
+def _save(trainer, training_args, tokenizer, result) -> dict:
     is_adapter = hasattr(trainer.model, "peft_config")  # a LoRA run saves its adapter (see stage merge_lora)
     if not is_adapter:
         prepare_for_save(trainer.model)
@@ -174,7 +292,7 @@ def save_trained(trainer, training_args, tokenizer, result) -> dict:
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(training_args.output_dir)
+        save_tokenizer(tokenizer, training_args.output_dir)
         if not is_adapter:
             copy_remote_code(training_args.output_dir)
         logger.info("%s saved to %s", "adapter" if is_adapter else "model", training_args.output_dir)

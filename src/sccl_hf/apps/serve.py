@@ -2,11 +2,13 @@
 
 - `POST /api/chat` {"input_txt": ...} -> {"response": ...}, as ChatLM-mini-Chinese's api_demo.
 - `POST /v1/chat/completions` (OpenAI-compatible, with server-sent-event streaming), `GET /v1/models`,
-  `GET /health`, and the chat page at `/`.
+  `GET /health`, the chat page at `/`, and `/docs` with `/openapi.json` (behind the key when there is one).
 
-Generation runs in a pool of worker threads, never on the event loop: up to `--workers` answers are generated
-at once, later requests wait their turn, and one client's stream never waits on another's. A client that goes
-away mid-stream stops its generation at the next token.
+Generation runs in a pool of worker threads, never on the event loop, and so does every other piece of work
+for a request (rendering and tokenizing the prompt): up to `--workers` answers are generated at once, later
+requests wait their turn, and `/health` answers meanwhile. A client that goes away, streaming or not, stops its
+generation at the next decoding step. Bad requests get OpenAI's error shape with a 4xx, never a traceback;
+request bodies are capped (chunked ones too) and must arrive in time, and so must request headers.
 """
 
 import argparse
@@ -23,29 +25,70 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sccl_hf.engine import Engine, GenerationCancelled
+from sccl_hf.model_folder import existing_model_folder
 from sccl_hf.prompt import PromptError, render_prompt
 
 MAX_BODY_BYTES = 1_000_000
+GREEDY_BELOW = 1e-4  # a temperature this close to 0 is greedy decoding (dividing logits by it overflows)
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
-        self.status, self.message, self.kind = status, message, kind
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+
+def error_body(status: int, message: str, kind: str, param: str | None = None) -> dict:
+    """OpenAI's error shape."""
+    codes = {400: "invalid_value", 401: "invalid_api_key", 408: "timeout", 413: "request_too_large"}
+    return {"error": {"message": message, "type": kind, "param": param, "code": codes.get(status, str(status))}}
+
+
+def _encodable(text: str | None, field: str) -> str | None:
+    """Text that UTF-8 can encode: JSON allows lone surrogates ("\\ud800"), a tokenizer does not."""
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"{field} holds a lone surrogate at character {error.start}") from None
+    return text
 
 
 class ChatRequest(BaseModel):
     input_txt: str
 
+    @field_validator("input_txt")
+    @classmethod
+    def utf8(cls, value):
+        return _encodable(value, "input_txt")
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def utf8(cls, value):
+        return _encodable(value, "text")
+
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict] | None = None
+    content: str | list[ContentPart] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def utf8(cls, value):
+        return _encodable(value, "content") if isinstance(value, str) else value
 
 
 class CompletionRequest(BaseModel):
@@ -53,10 +96,19 @@ class CompletionRequest(BaseModel):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
+    temperature: float = Field(default=1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+    stop: str | list[str] | None = Field(default=None)
     stream: bool = False
     n: int = 1
+
+    @field_validator("stop")
+    @classmethod
+    def stops(cls, value):
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop: up to 4 non-empty strings")
+        return [_encodable(s, "stop") for s in stops]
 
 
 def conversation_prompt(messages: list[Message], fits) -> str:
@@ -66,19 +118,46 @@ def conversation_prompt(messages: list[Message], fits) -> str:
     for message in messages:
         content = message.content
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+            content = "".join(part.text or "" for part in content if part.type == "text")
         if message.role in ("system", "developer"):
             plain.append({"role": "system", "content": content or ""})
         elif message.role in ("user", "assistant"):
             plain.append({"role": message.role, "content": content or ""})
     if not any(m["role"] == "user" for m in plain):
-        raise APIError(400, "messages: no message with role 'user'")
+        raise APIError(400, "messages: no message with role 'user'", param="messages")
     while plain and plain[-1]["role"] != "user":  # answer the last question asked
         plain.pop()
     try:
         return render_prompt(plain, fits)
     except PromptError as error:
-        raise APIError(400, str(error)) from error
+        raise APIError(400, str(error), param="messages") from error
+
+
+class StopSequences:
+    """Cuts generated text at the first stop sequence. Text that might be the start of a stop sequence is held
+    back until the next piece shows whether it is."""
+
+    def __init__(self, stops: list[str]):
+        self.stops, self.text, self.sent, self.hit = stops, "", 0, False
+
+    def feed(self, piece: str) -> str:
+        """The text that is now safe to send."""
+        self.text += piece
+        if not self.stops:
+            return self._send(len(self.text))
+        found = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit = True
+            return self._send(min(found))
+        hold = max(len(s) for s in self.stops) - 1
+        return self._send(max(self.sent, len(self.text) - hold))
+
+    def flush(self) -> str:
+        return "" if self.hit else self._send(len(self.text))
+
+    def _send(self, end: int) -> str:
+        piece, self.sent = self.text[self.sent : end], max(self.sent, end)
+        return piece
 
 
 class ModelWorker:
@@ -88,32 +167,40 @@ class ModelWorker:
         self.engine, self.search_type = engine, search_type
         self.max_seq_len = engine.max_len
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
+        self.preparer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")  # tokenizing, off the loop
+        self.running = 0
+
+    async def off_loop(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.preparer, function, *args)
 
     def fits(self, prompt: str) -> bool:
         return self.engine.prompt_tokens(prompt) <= self.max_seq_len
 
-    def check_prompt(self, prompt: str) -> None:
+    def check_prompt(self, prompt: str, param: str = "messages") -> None:
         if not prompt.strip():
-            raise APIError(400, "the prompt is empty")
+            raise APIError(400, "the prompt is empty", param=param)
         length = self.engine.prompt_tokens(prompt)
         if length > self.max_seq_len:
             raise APIError(
-                413, f"the prompt is {length} tokens; this model takes at most {self.max_seq_len}", "prompt_too_long"
+                400, f"the prompt is {length} tokens long; this model takes at most {self.max_seq_len}", param=param
             )
 
     def settings(self, temperature: float | None = None, top_p: float | None = None) -> dict:
-        """OpenAI semantics: temperature 0 is greedy; otherwise sampling at that temperature and top_p."""
+        """OpenAI semantics: temperature 0 (or close to it) is greedy; otherwise sampling at that temperature."""
         if temperature is None:
             return {"search_type": self.search_type}
-        if temperature == 0:
+        if temperature < GREEDY_BELOW:
             return {"search_type": "greedy"}
         return {"search_type": "sampling", "temperature": temperature, "top_p": top_p}
 
-    async def stream(self, prompt: str, max_new_tokens: int, **settings):
-        """Yield text pieces as they are generated, then the finished `Generation`."""
-        loop, queue, cancelled = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+    async def stream(self, prompt: str, max_new_tokens: int, cancelled: threading.Event | None = None, **settings):
+        """Yield text pieces as they are generated, then the finished `Generation` (None when cancelled, the
+        exception when generation failed)."""
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        cancelled = cancelled or threading.Event()
 
         def run():
+            self.running += 1
             try:
                 result = self.engine.stream(
                     prompt,
@@ -126,6 +213,8 @@ class ModelWorker:
                 result = None
             except Exception as error:  # reported to the client as JSON, never as a traceback
                 result = error
+            finally:
+                self.running -= 1
             loop.call_soon_threadsafe(queue.put_nowait, result)
 
         self.executor.submit(run)
@@ -138,12 +227,111 @@ class ModelWorker:
         finally:
             cancelled.set()  # the consumer is gone (or done): stop generating at the next token
 
-    async def generate(self, prompt: str, max_new_tokens: int, **settings):
-        async for item in self.stream(prompt, max_new_tokens, **settings):
-            if not isinstance(item, str):
-                if isinstance(item, Exception):
+    async def answer(self, request: Request, prompt: str, max_new_tokens: int, stops=(), **settings):
+        """A whole answer, stopped early when the client disconnects (checked while it is generated)."""
+        cancelled = threading.Event()
+        watcher = asyncio.create_task(_watch_disconnect(request, cancelled))
+        cut = StopSequences(list(stops or []))
+        text = ""
+        try:
+            async for item in self.stream(prompt, max_new_tokens, cancelled, **settings):
+                if isinstance(item, str):
+                    text += cut.feed(item)
+                    if cut.hit:
+                        cancelled.set()
+                elif isinstance(item, Exception):
                     raise APIError(500, f"generation failed: {item}", "server_error")
-                return item
+                elif item is None and not cut.hit:
+                    raise APIError(499, "the client went away", "client_closed")
+                else:
+                    result = item or _cut_result(text, prompt, self.engine)
+                    result.text = text + cut.flush()
+                    result.finish_reason = "stop" if cut.hit else result.finish_reason
+                    return result
+        finally:
+            watcher.cancel()
+
+
+def _cut_result(text, prompt, engine):
+    """The Generation of an answer stopped at a stop sequence (its generation was cancelled)."""
+    from sccl_hf.engine import Generation
+
+    return Generation(text, engine.prompt_tokens(prompt), len(engine.tokenizer(text)["input_ids"]), 0, None, "stop")
+
+
+async def _watch_disconnect(request: Request, cancelled: threading.Event) -> None:
+    """Set `cancelled` when the client disconnects (the request body is read: the next message is the end)."""
+    while not cancelled.is_set():
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancelled.set()
+            return
+
+
+class RequestBodyGuard:
+    """ASGI middleware for request bodies. A body that declares a length over `limit` is refused at once with 413
+    and the connection is closed, so the server does not read (and discard) the rest of it; a chunked body is
+    counted as it arrives by FastAPI's own `max_body_size`. A body that does not arrive within `timeout` seconds
+    gets 408."""
+
+    def __init__(self, app, limit: int, timeout: float):
+        self.app, self.limit, self.timeout = app, limit, timeout
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            body = json.dumps(error_body(413, f"request body over {self.limit} bytes", "invalid_request_error"))
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": 413, "headers": headers})
+            return await send({"type": "http.response.body", "body": body.encode()})
+        body_done = False
+
+        async def timed_receive():
+            nonlocal body_done
+            if body_done:  # after the body: the next message is a disconnect, which may take any time
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout:g} s") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for request headers: uvicorn times out idle kept-alive
+    connections, but not a client that sends its headers slowly (or never), which would hold a connection
+    forever. The connection is closed when a request's headers have not all arrived `header_timeout` seconds
+    after its first bytes (or after the connection opened)."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and getattr(self, "_header_deadline", None) is None:
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete and self._header_deadline is not None:
+            self._header_deadline.cancel()  # the headers are in: a request is being handled
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        if getattr(self, "_header_deadline", None) is not None:
+            self._header_deadline.cancel()
+        super().connection_lost(exc)
 
 
 def create_app(
@@ -152,6 +340,7 @@ def create_app(
     search_type: str = "greedy",
     workers: int = 2,
     device: str = "auto",
+    body_timeout: float = 30.0,
 ) -> FastAPI:
     engine = Engine.load(model_dir, device)
     if engine.model.device.type == "cpu":
@@ -159,62 +348,88 @@ def create_app(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     worker = ModelWorker(engine, search_type, workers)
     model_name = Path(model_dir).resolve().name
-    app = FastAPI(title="sccl-hf", description=f"serving {model_name}")
+    # /docs and /openapi.json are routes of our own below, so that the API key guards them too.
+    app = FastAPI(
+        title="sccl-hf",
+        description=f"serving {model_name}",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        max_body_size=MAX_BODY_BYTES,
+    )
+    app.add_middleware(RequestBodyGuard, limit=MAX_BODY_BYTES, timeout=body_timeout)
+    app.state.worker = worker
 
-    def error_response(status: int, message: str, kind: str) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+    def error_response(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+        return JSONResponse(error_body(status, message, kind, param), status_code=status)
 
     @app.exception_handler(APIError)
     async def api_error(request, error: APIError):
-        return error_response(error.status, error.message, error.kind)
+        return error_response(error.status, error.message, error.kind, error.param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error: StarletteHTTPException):
+        return error_response(error.status_code, str(error.detail), "invalid_request_error")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, error: RequestValidationError):
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
-        return error_response(422, details or "invalid request", "invalid_request_error")
+        problems = error.errors()
+        param = ".".join(str(p) for p in problems[0]["loc"][1:]) if problems else None
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in problems
+        )
+        return error_response(400, details or "invalid request", "invalid_request_error", param or None)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request, error: Exception):
         return error_response(500, f"internal error: {type(error).__name__}", "server_error")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-            return error_response(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large")
-        return await call_next(request)
-
     def authorize(request: Request) -> None:
         if api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):  # constant time
+        # Compare bytes: header values arrive as Latin-1 text, so a UTF-8 key must be compared as UTF-8 bytes.
+        header = dict(request.scope["headers"]).get(b"authorization", b"")
+        token = header[7:] if header[:7].lower() == b"bearer " else b""
+        if not hmac.compare_digest(token, api_key.encode("utf-8")):  # constant time
             raise APIError(401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error")
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name}
+        return {"status": "ok", "model": model_name, "generations_running": worker.running}
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page():
         return resources.files("sccl_hf.apps").joinpath("web/chat.html").read_text(encoding="utf-8")
+
+    @app.get("/openapi.json", dependencies=[Depends(authorize)], include_in_schema=False)
+    async def openapi():
+        return app.openapi()
+
+    @app.get("/docs", dependencies=[Depends(authorize)], include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sccl-hf API")
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models():
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "sccl-hf"}]}
 
     @app.post("/api/chat", dependencies=[Depends(authorize)])
-    async def api_chat(body: ChatRequest):
-        worker.check_prompt(body.input_txt)
-        result = await worker.generate(body.input_txt, worker.max_seq_len, **worker.settings())
-        return {"response": result.text if result else ""}
+    async def api_chat(request: Request, body: ChatRequest):
+        await worker.off_loop(worker.check_prompt, body.input_txt, "input_txt")
+        result = await worker.answer(request, body.input_txt, worker.max_seq_len, **worker.settings())
+        return {"response": result.text}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
-    async def chat_completions(body: CompletionRequest):
-        if body.n != 1:
-            raise APIError(400, "n: only n=1 is supported")
+    def prepare(body: CompletionRequest) -> str:
         prompt = conversation_prompt(body.messages, worker.fits)
         worker.check_prompt(prompt)
+        return prompt
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    async def chat_completions(request: Request, body: CompletionRequest):
+        if body.n != 1:
+            raise APIError(400, "n: only n=1 is supported", param="n")
+        prompt = await worker.off_loop(prepare, body)
         # An oversized max_tokens is clamped to what the model was trained for.
         max_new_tokens = min(body.max_completion_tokens or body.max_tokens or worker.max_seq_len, worker.max_seq_len)
         settings = worker.settings(body.temperature, body.top_p)
@@ -222,7 +437,7 @@ def create_app(
         base = {"id": completion_id, "created": created, "model": model_name}
 
         if not body.stream:
-            result = await worker.generate(prompt, max_new_tokens, **settings)
+            result = await worker.answer(request, prompt, max_new_tokens, body.stop, **settings)
             return {
                 **base,
                 "object": "chat.completion",
@@ -233,11 +448,7 @@ def create_app(
                         "finish_reason": result.finish_reason,
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "total_tokens": result.prompt_tokens + result.completion_tokens,
-                },
+                "usage": _usage(result),
             }
 
         def event(delta: dict, finish_reason=None, **extra) -> str:
@@ -251,23 +462,35 @@ def create_app(
 
         async def events():
             yield event({"role": "assistant", "content": ""})
-            async for item in worker.stream(prompt, max_new_tokens, **settings):
+            cancelled, cut = threading.Event(), StopSequences(body.stop or [])
+            async for item in worker.stream(prompt, max_new_tokens, cancelled, **settings):
                 if isinstance(item, str):
-                    yield event({"content": item})
+                    piece = cut.feed(item)
+                    if piece:
+                        yield event({"content": piece})
+                    if cut.hit:
+                        cancelled.set()
                 elif isinstance(item, Exception):
-                    yield f"data: {json.dumps({'error': {'message': str(item), 'type': 'server_error'}})}\n\n"
-                elif item is not None:
-                    usage = {
-                        "prompt_tokens": item.prompt_tokens,
-                        "completion_tokens": item.completion_tokens,
-                        "total_tokens": item.prompt_tokens + item.completion_tokens,
-                    }
-                    yield event({}, item.finish_reason, usage=usage)
+                    error = error_body(500, f"generation failed: {item}", "server_error")
+                    yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
+                elif item is not None or cut.hit:
+                    if piece := cut.flush():
+                        yield event({"content": piece})
+                    finish = "stop" if cut.hit else item.finish_reason
+                    yield event({}, finish, **({"usage": _usage(item)} if item is not None else {}))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _usage(result) -> dict:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
 
 
 class LocalServer:
@@ -332,11 +555,18 @@ class LocalServer:
         self.stop()
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(prog="sccl serve", description="serve a saved model over HTTP")
-    parser.add_argument("--model", required=True, help="a saved model directory")
+    parser.add_argument("--model", required=True, type=existing_model_folder, help="a saved model directory")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8812)
     parser.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: open)")
@@ -348,11 +578,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         default=min(4, os.cpu_count() or 1),
         help="answers generated at once; later ones wait (default: cores, at most 4)",
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers")
+    parser.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request's body")
     args = parser.parse_args(argv)
-    app = create_app(args.model, args.api_key, args.search_type, args.workers, args.device)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    app = create_app(args.model, args.api_key, args.search_type, args.workers, args.device, args.body_timeout)
+    HeaderTimeoutProtocol.header_timeout = args.header_timeout
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=HeaderTimeoutProtocol)

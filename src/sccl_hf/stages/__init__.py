@@ -21,7 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from sccl_hf.recipes import RecipeError, parse_recipe, read_recipe, recipe_fields, resolved_recipe
+from sccl_hf.errors import RecipeError, SCCLError
+from sccl_hf.model_folder import finished_model
+from sccl_hf.recipes import RunArguments, parse_recipe, read_recipe, recipe_fields, resolved_recipe
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers", "sccl-hf")
 
@@ -34,6 +36,11 @@ def import_stage(stage: str, source: str = "recipe"):
     if stage not in stage_names():
         raise RecipeError(f"{source}: unknown stage '{stage}'; stages are {', '.join(stage_names())}")
     return importlib.import_module(f"{__name__}.{stage}")
+
+
+def argument_specs(module) -> tuple:
+    """A stage's argument classes, plus the keys every stage takes (RunArguments, handled by the runner)."""
+    return (*module.RECIPE_ARGUMENTS, RunArguments)
 
 
 def find_recipe(path: str | Path) -> Path:
@@ -57,6 +64,26 @@ def output_location(instances: tuple) -> Path | None:
     return None
 
 
+MODEL_INPUT_FIELDS = ("model_name_or_path", "tokenizer_dir", "base_model", "adapter_dir")
+
+
+def guard_output(output: Path | None, instances: tuple, overwrite: bool) -> None:
+    """A stage never writes into a folder it reads a model from, and never replaces a finished model unless
+    the recipe says `overwrite_output_dir: true`."""
+    if output is None:
+        return
+    for instance in instances:
+        for key in MODEL_INPUT_FIELDS:
+            value = getattr(instance, key, None)
+            if value and Path(value).resolve() == output.resolve():
+                raise RecipeError(f"output_dir: '{output}' is also {key}: a stage never writes into its own input")
+    if finished_model(output) and not overwrite:
+        raise RecipeError(
+            f"output_dir: '{output}' holds a finished model; choose another output_dir, or set "
+            "overwrite_output_dir: true to replace it"
+        )
+
+
 def is_main_process() -> bool:
     """Process 0 of an `accelerate launch` (or the only process): the one that writes shared files."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -65,8 +92,8 @@ def is_main_process() -> bool:
 def stage_help(stage: str) -> str:
     module = import_stage(stage)
     doc = (module.__doc__ or "").strip()
-    fields = recipe_fields(module.RECIPE_ARGUMENTS)
-    own = [s for s in module.RECIPE_ARGUMENTS if not isinstance(s, str)]
+    fields = recipe_fields(argument_specs(module))
+    own = [s for s in argument_specs(module) if not isinstance(s, str)]
     own_keys = [f for spec in own for f in spec.__dataclass_fields__ if f in fields]
     others = [s for s in module.RECIPE_ARGUMENTS if isinstance(s, str)]
     lines = [f"stage {stage} (src/sccl_hf/stages/{stage}.py)", "", doc, "", "recipe keys:"]
@@ -85,16 +112,21 @@ def run_recipe(recipe_path: str | Path, overrides: list[str]) -> dict:
         if "-h" in overrides or "--help" in overrides:
             print(stage_help(stage))
             raise SystemExit(0)
-        arguments = parse_recipe(recipe_path, overrides, module.RECIPE_ARGUMENTS)
+        *arguments, run_arguments = parse_recipe(recipe_path, overrides, argument_specs(module))
+        output = output_location(arguments)
+        guard_output(output, arguments, run_arguments.overwrite_output_dir)
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
-    output = output_location(arguments)
-    resolved = resolved_recipe(recipe_path, overrides, arguments)
+    resolved = resolved_recipe(recipe_path, overrides, (*arguments, run_arguments))
     if output is not None and is_main_process():
         output.mkdir(parents=True, exist_ok=True)
         (output / "recipe.yaml").write_text(yaml.safe_dump(resolved, allow_unicode=True, sort_keys=False))
-    results = module.main(*arguments)
+    try:
+        results = module.main(*arguments)
+    except SCCLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
     if output is not None and is_main_process():
         record = {
             "stage": stage,

@@ -8,9 +8,11 @@ written to either file.
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sccl_hf.errors import DataError
 from sccl_hf.recipes import resolve_files
 
 
@@ -39,17 +41,34 @@ class DPODataArguments:
 RECIPE_ARGUMENTS = (DPODataArguments,)
 
 
-def _done_prompts(*paths: Path) -> set[str]:
-    done = set()
-    for path in paths:
-        if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                done.update(json.loads(line)["prompt"] for line in f if line.strip())
+def _done_prompts(path: Path) -> set[str]:
+    """Prompts already written to a JSON-lines output. A last line cut short by a crash is removed (its prompt
+    is then generated again); a bad line anywhere else is an error naming it."""
+    if not path.is_file():
+        return set()
+    lines = path.read_bytes().splitlines(keepends=True)
+    done, offset = set(), 0
+    for number, raw in enumerate(lines, start=1):
+        try:
+            done.add(json.loads(raw)["prompt"]) if raw.strip() else None
+        except (ValueError, KeyError, TypeError):
+            if number < len(lines):
+                raise DataError(f"{path}, line {number}: not a complete JSON line; fix or remove it") from None
+            with open(path, "r+b") as f:
+                f.truncate(offset)
+            logging.getLogger(__name__).warning(
+                "%s, line %d: cut short by an earlier crash; removed, its prompt is generated again", path, number
+            )
+            break
+        offset += len(raw)
+    else:
+        if lines and not lines[-1].endswith(b"\n"):  # complete JSON, but the newline was not written
+            with open(path, "ab") as f:
+                f.write(b"\n")
     return done
 
 
 def main(args: DPODataArguments) -> dict:
-    import logging
     import sys
 
     import torch
@@ -67,7 +86,7 @@ def main(args: DPODataArguments) -> dict:
     rows = load_table(args.reference_paths, ["prompt", "response"]).to_list()
     if args.max_rows:
         rows = rows[: args.max_rows]
-    done = _done_prompts(output, dropped_file)
+    done = _done_prompts(output) | _done_prompts(dropped_file)
     todo = [r for r in rows if r["prompt"] not in done]
     logging.getLogger(__name__).warning(
         "dpo_data: %d prompts, %d already done, %d to generate", len(rows), len(rows) - len(todo), len(todo)

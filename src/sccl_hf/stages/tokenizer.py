@@ -51,7 +51,7 @@ def main(args: TokenizerArguments) -> dict:
     import time
     from pathlib import Path
 
-    from sccl_hf.tokenization import new_tokenizer, peak_rss_mb, train
+    from sccl_hf.tokenization import new_tokenizer, peak_rss_mb, save_tokenizer, train
 
     # 1. inputs: the files resolved by the arguments, read in batches (and cut into jieba words) while training
     started = time.perf_counter()
@@ -60,7 +60,7 @@ def main(args: TokenizerArguments) -> dict:
     # 3. work
     tokenizer = train(tokenizer, args)
     # 4. save
-    tokenizer.save_pretrained(args.output_dir)
+    save_tokenizer(tokenizer, args.output_dir)
     # 5. summary
     results = {
         "vocab_size": len(tokenizer),
