@@ -104,7 +104,7 @@ def test_evaluation_loss_is_logged_with_the_training_loss(pretrained_dir, fixed_
     assert len(logged(tmp_path)) == 4
 
 
-def test_resume_continues_at_the_saved_step(pretrained_dir, fixed_batch, tmp_path):
+def test_resume_continues_at_the_saved_step_and_the_log_keeps_its_rows(pretrained_dir, fixed_batch, tmp_path):
     args = [
         "--model_name_or_path",
         str(pretrained_dir),

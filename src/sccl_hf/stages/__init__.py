@@ -122,6 +122,7 @@ def run_recipe(recipe_path: str | Path, overrides: list[str]) -> dict:
     if output is not None and is_main_process():
         output.mkdir(parents=True, exist_ok=True)
         (output / "recipe.yaml").write_text(yaml.safe_dump(resolved, allow_unicode=True, sort_keys=False))
+        (output / "results.json").unlink(missing_ok=True)  # an earlier run's results: not this run's
     try:
         results = module.main(*arguments)
     except SCCLError as error:
