@@ -276,3 +276,33 @@ def test_a_few_steps_on_real_chatlm_pretraining_data(shared_data, tmp_path):
     losses = [loss for _, loss in logged(tmp_path / "model")]
     assert len(losses) == 5 and all(0 < loss < 20 for loss in losses)
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_training_runs_without_the_decoder_cache_and_saves_it_on(tokenizer_dir, fixed_rows_file, tmp_path):
+    """The Trainer's `use_cache: false` reaches T5's encoder and decoder config copies (a new model's decoder
+    would otherwise train with its cache on), and the saved config turns it back on for generation."""
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+
+    from sccl_hf.model import build_config, load_tokenizer, new_model
+    from sccl_hf.recipes import DataArguments
+    from sccl_hf.tables import load_seq2seq_splits
+    from sccl_hf.training import build_seq2seq_trainer, save_trained, train
+
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            seen.append((model.decoder.config.use_cache, model.encoder.config.use_cache))
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = new_model(build_config("tiny", tokenizer, max_seq_len=32))
+    assert model.decoder.config.use_cache is True  # as built
+    data = DataArguments(train_files=[str(fixed_rows_file)])
+    train_dataset, _ = load_seq2seq_splits(data, tokenizer, 32, seed=0)
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), max_steps=2, report_to="none", use_cpu=True,
+                                    per_device_train_batch_size=4, disable_tqdm=True, save_strategy="no")  # fmt: skip
+    trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, None, args)
+    trainer.add_callback(Record())
+    save_trained(trainer, args, tokenizer, train(trainer, args))
+    assert seen == [(False, False), (False, False)]
+    assert json.loads((tmp_path / "config.json").read_text())["use_cache"] is True

@@ -239,11 +239,13 @@ def _interrupt(trainer) -> InterruptCallback:
 def train(trainer, training_args):
     """Train (resuming if asked). Stopped early by Ctrl+C/SIGTERM: the checkpoint is written, exit with 130.
     A signal after the last step (during the final evaluation) does not stop the final save."""
-    # The decoder's key/value cache serves generation only (saved configs keep it on, see prepare_for_save). T5's
-    # encoder and decoder stacks hold copies of the config, so each copy is turned off.
+    # The Trainer sets the model's `use_cache` from `training_args.use_cache` (off by default: the key/value cache
+    # serves generation, and costs memory while training), but T5's encoder and decoder stacks keep copies of the
+    # config made when the model was built, so a new model trained with the cache on. Every copy gets the setting;
+    # saved configs turn it back on for generation (see prepare_for_save).
     for module in trainer.model.modules():
         if hasattr(getattr(module, "config", None), "use_cache"):
-            module.config.use_cache = False
+            module.config.use_cache = training_args.use_cache
     try:
         result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     except BaseException:
