@@ -73,32 +73,27 @@ def trained_model_dir(tmp_path_factory, tokenizer_dir, fixed_rows_file) -> Path:
     from sccl_hf.stages import run_recipe
 
     out = tmp_path_factory.mktemp("pretrained")
-    run_recipe(
-        str(ROOT / "recipes" / "demo" / "pretrain.yaml"),
-        [
-            "--preset",
-            "tiny",
-            "--tokenizer_dir",
-            str(tokenizer_dir),
-            "--train_files",
-            str(fixed_rows_file),
-            "--output_dir",
-            str(out),
-            "--max_steps",
-            "30",
-            "--logging_steps",
-            "1",
-            "--disable_tqdm",
-            "true",
-            "--per_device_train_batch_size",
-            "4",
-            "--learning_rate",
-            "3e-3",
-            "--warmup_steps",
-            "0",
-        ],
-    )
+    run_recipe(str(ROOT / "recipes" / "demo" / "pretrain.yaml"), [
+        "--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(fixed_rows_file),
+        *quick(out, 30, "--learning_rate", "3e-3", "--warmup_steps", "0"),
+    ])  # fmt: skip
     return out
+
+
+def quick(output_dir, steps, *extra) -> list[str]:
+    """Overrides for a short training run: `steps` steps, a loss logged at every one, batches of 4."""
+    return ["--output_dir", str(output_dir), "--max_steps", str(steps), "--logging_steps", "1",
+            "--disable_tqdm", "true", "--per_device_train_batch_size", "4", *extra]  # fmt: skip
+
+
+def accelerate_launch(port: int, *args, timeout: int = 300):
+    """`accelerate launch` with two CPU processes (gloo): a real distributed run."""
+    import subprocess
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+               "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+               *map(str, args)]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def write_parquet(path: Path, rows: list[dict]) -> Path:

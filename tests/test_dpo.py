@@ -6,7 +6,7 @@ import pytest
 import torch
 from trl import DPOConfig
 
-from conftest import ROOT, write_parquet
+from conftest import ROOT, quick, write_parquet
 from sccl_hf.engine import Engine
 from sccl_hf.model import load_model, load_tokenizer
 from sccl_hf.seq2seq_dpo import Seq2SeqDPOTrainer
@@ -42,21 +42,7 @@ PLAIN_DPO = ["--loss_type", "sigmoid", "--loss_weights", "1.0"]  # the demo reci
 
 
 def dpo_args(output_dir, steps, *extra):
-    return [
-        "--output_dir",
-        str(output_dir),
-        "--max_steps",
-        str(steps),
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--per_device_train_batch_size",
-        "4",
-        "--save_strategy",
-        "no",
-        *extra,
-    ]
+    return quick(output_dir, steps, "--save_strategy", "no", *extra)
 
 
 def step_zero_loss(model_dir, loss_type, beta=0.1) -> float:

@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, write_parquet
+from conftest import ROOT, quick, write_parquet
 from sccl_hf.errors import DataError, ModelFolderError, RecipeError
 from sccl_hf.model import load_model, load_tokenizer
 from sccl_hf.stages import run_recipe
@@ -25,11 +25,6 @@ from sccl_hf.tables import load_table
 pytestmark = pytest.mark.slow
 DEMO = ROOT / "recipes" / "demo"
 MODEL_FILES = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "modeling_chat_model.py"}
-
-
-def quick(output_dir, steps, *extra) -> list[str]:
-    return ["--output_dir", str(output_dir), "--max_steps", str(steps), "--logging_steps", "1",
-            "--disable_tqdm", "true", "--per_device_train_batch_size", "4", *extra]  # fmt: skip
 
 
 def logged_steps(output_dir) -> list[int]:

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, accelerate_launch, quick
 from sccl_hf.model import load_model
 from sccl_hf.stages import run_recipe
 
@@ -21,22 +21,6 @@ DEMO = ROOT / "recipes" / "demo"
 def logged(output_dir, key="loss") -> list[tuple[int, float]]:
     with open(output_dir / "training_log.csv") as f:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
-
-
-def quick(output_dir, steps, *extra) -> list[str]:
-    return [
-        "--output_dir",
-        str(output_dir),
-        "--max_steps",
-        str(steps),
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--per_device_train_batch_size",
-        "4",
-        *extra,
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -162,30 +146,12 @@ def test_streaming_gives_two_processes_disjoint_shards(tokenizer_dir, tmp_path):
 
     data = tmp_path / "rows.parquet"
     pq.write_table(pa.Table.from_pylist(rows), data, row_group_size=8)  # 8 shards
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--multi_gpu",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "29517",
-            str(ROOT / "tests" / "helpers" / "shard_probe.py"),
-            str(data),
-            str(tokenizer_dir),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = accelerate_launch(
+        29517,
+        str(ROOT / "tests" / "helpers" / "shard_probe.py"),
+        str(data),
+        str(tokenizer_dir),
+        str(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = [set(json.loads((tmp_path / f"rank{r}.json").read_text())) for r in (0, 1)]
@@ -195,37 +161,19 @@ def test_streaming_gives_two_processes_disjoint_shards(tokenizer_dir, tmp_path):
 
 
 def test_two_process_streaming_pretrain_saves_a_model(tokenizer_dir, demo_data, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--multi_gpu",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "29518",
-            str(ROOT / "recipes" / "run.py"),
-            str(DEMO / "pretrain.yaml"),
-            "--preset",
-            "tiny",
-            "--tokenizer_dir",
-            str(tokenizer_dir),
-            "--train_files",
-            str(demo_data["pretrain"]),
-            "--streaming",
-            "true",
-            *quick(tmp_path, 4),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = accelerate_launch(
+        29518,
+        str(ROOT / "recipes" / "run.py"),
+        str(DEMO / "pretrain.yaml"),
+        "--preset",
+        "tiny",
+        "--tokenizer_dir",
+        str(tokenizer_dir),
+        "--train_files",
+        str(demo_data["pretrain"]),
+        "--streaming",
+        "true",
+        *quick(tmp_path, 4),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     vocab_size = load_model(tmp_path).config.vocab_size
