@@ -22,11 +22,13 @@ DEFAULT = DEFAULT / "pretrain" / "chinese_poetry_346k.parquet"
 
 
 def run_one(corpus: str, columns: list[str], pretokenize: str, max_chars: int, vocab_size: int) -> dict:
-    from sccl_hf.stages.tokenizer import TokenizerArguments, train
+    from sccl_hf.stages.tokenizer import TokenizerArguments
+    from sccl_hf.tokenization import new_tokenizer, train
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         tokenizer = train(
+            new_tokenizer("char_bpe"),
             TokenizerArguments(
                 files=[corpus],
                 text_columns=columns,
@@ -34,7 +36,7 @@ def run_one(corpus: str, columns: list[str], pretokenize: str, max_chars: int, v
                 vocab_size=vocab_size,
                 pretokenize=pretokenize,
                 max_chars=max_chars,
-            )
+            ),
         )
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sccl_hf.model import model_max_len
+
 
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token log-probabilities of `targets` under `logits`.
@@ -49,8 +51,6 @@ class ResponseScore:
 @torch.no_grad()
 def score_responses(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 16, max_len=None):
     """Each response's summed log-probability given its prompt (both truncated to the model's limit)."""
-    from sccl_hf.model import model_max_len
-
     max_len = max_len or model_max_len(model.config)
     start = model.config.decoder_start_token_id
     scores = []
