@@ -86,6 +86,14 @@ def quick(output_dir, steps, *extra) -> list[str]:
             "--disable_tqdm", "true", "--per_device_train_batch_size", "4", *extra]  # fmt: skip
 
 
+def run_sft(model_dir, train_file, output_dir, steps, *extra):
+    """The demo's SFT recipe, `steps` steps on `train_file` from `model_dir` into `output_dir`."""
+    from sccl_hf.stages import run_recipe
+
+    run_recipe(ROOT / "recipes" / "demo" / "sft.yaml",
+               ["--model_name_or_path", str(model_dir), "--train_files", str(train_file), *quick(output_dir, steps, *extra)])  # fmt: skip
+
+
 def accelerate_launch(port: int, *args, timeout: int = 300):
     """`accelerate launch` with two CPU processes (gloo): a real distributed run."""
     import subprocess

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT, quick, write_parquet
+from conftest import run_sft as sft
 from sccl_hf.errors import DataError, ModelFolderError, RecipeError
 from sccl_hf.model import load_model, load_tokenizer
 from sccl_hf.stages import run_recipe
@@ -30,11 +31,6 @@ MODEL_FILES = {"model.safetensors", "config.json", "generation_config.json", "to
 def logged_steps(output_dir) -> list[int]:
     with open(output_dir / "training_log.csv") as f:
         return [int(float(r["step"])) for r in csv.DictReader(f) if r.get("loss")]
-
-
-def sft(model_dir, data, output_dir, steps, *extra):
-    run_recipe(DEMO / "sft.yaml", ["--model_name_or_path", str(model_dir), "--train_files", str(data),
-                                   *quick(output_dir, steps, *extra)])  # fmt: skip
 
 
 # 1 and 9 ------------------------------------------------------------------------------------------------------

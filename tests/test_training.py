@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, accelerate_launch, quick
+from conftest import ROOT, accelerate_launch, quick, run_sft
 from sccl_hf.model import load_model
 from sccl_hf.stages import run_recipe
 
@@ -43,17 +43,8 @@ def test_pretraining_lowers_the_loss_on_a_fixed_batch(pretrained_dir):
 
 def test_sft_lowers_the_loss_and_freezing_keeps_the_encoder(pretrained_dir, fixed_batch, tmp_path):
     before = load_model(pretrained_dir)
-    run_recipe(
-        str(DEMO / "sft.yaml"),
-        [
-            "--model_name_or_path",
-            str(pretrained_dir),
-            "--train_files",
-            str(fixed_batch),
-            "--freeze_embeddings_and_encoder",
-            "true",
-            *quick(tmp_path, 15, "--learning_rate", "3e-3"),
-        ],
+    run_sft(
+        pretrained_dir, fixed_batch, tmp_path, 15, "--freeze_embeddings_and_encoder", "true", "--learning_rate", "3e-3"
     )
     losses = [loss for _, loss in logged(tmp_path)]
     assert losses[-1] < losses[0]
@@ -68,40 +59,17 @@ def test_sft_lowers_the_loss_and_freezing_keeps_the_encoder(pretrained_dir, fixe
 
 
 def test_evaluation_loss_is_logged_with_the_training_loss(pretrained_dir, fixed_batch, demo_data, tmp_path):
-    run_recipe(
-        str(DEMO / "sft.yaml"),
-        [
-            "--model_name_or_path",
-            str(pretrained_dir),
-            "--train_files",
-            str(fixed_batch),
-            "--eval_files",
-            str(demo_data["held_out"]),
-            "--eval_strategy",
-            "steps",
-            "--eval_steps",
-            "2",
-            *quick(tmp_path, 4),
-        ],
-    )
+    evaluation = ["--eval_files", str(demo_data["held_out"]), "--eval_strategy", "steps", "--eval_steps", "2"]
+    run_sft(pretrained_dir, fixed_batch, tmp_path, 4, *evaluation)
     assert [step for step, _ in logged(tmp_path, "eval_loss")] == [2, 4]
     assert len(logged(tmp_path)) == 4
 
 
 def test_resume_continues_at_the_saved_step_and_the_log_keeps_its_rows(pretrained_dir, fixed_batch, tmp_path):
-    args = [
-        "--model_name_or_path",
-        str(pretrained_dir),
-        "--train_files",
-        str(fixed_batch),
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "3",
-    ]
-    run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 3)])
+    saving = ["--save_strategy", "steps", "--save_steps", "3"]
+    run_sft(pretrained_dir, fixed_batch, tmp_path, 3, *saving)
     assert (tmp_path / "checkpoint-3").is_dir()
-    run_recipe(str(DEMO / "sft.yaml"), [*args, *quick(tmp_path, 6, "--resume_from_checkpoint", "true")])
+    run_sft(pretrained_dir, fixed_batch, tmp_path, 6, *saving, "--resume_from_checkpoint", "true")
     assert [step for step, _ in logged(tmp_path)] == [1, 2, 3, 4, 5, 6]  # rows from before the resume are kept
     state = json.loads((tmp_path / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
