@@ -168,7 +168,7 @@ class ModelWorker:
         self.max_seq_len = engine.max_len
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
         self.preparer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")  # tokenizing, off the loop
-        self.running = 0
+        self.running, self._running_lock = 0, threading.Lock()  # generations in progress (for /health)
 
     async def off_loop(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.preparer, function, *args)
@@ -200,7 +200,8 @@ class ModelWorker:
         cancelled = cancelled or threading.Event()
 
         def run():
-            self.running += 1
+            with self._running_lock:
+                self.running += 1
             try:
                 result = self.engine.stream(
                     prompt,
@@ -214,7 +215,8 @@ class ModelWorker:
             except Exception as error:  # reported to the client as JSON, never as a traceback
                 result = error
             finally:
-                self.running -= 1
+                with self._running_lock:
+                    self.running -= 1
             loop.call_soon_threadsafe(queue.put_nowait, result)
 
         self.executor.submit(run)
