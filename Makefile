@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	PYTHON=$(PY) bash scripts/install_torch.sh
-	$(PY) -m pip install --quiet -e ".[serve,test]"
+	$(PY) -m pip install --quiet -e ".[serve,test,cluster]"
 	touch $(STAMP)
 
 demo: setup

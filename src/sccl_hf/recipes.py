@@ -253,9 +253,19 @@ VALUE_LIMITS = {
             "lora_alpha",
             "max_piece_chars",
             "batch_rows",
+            "shingle_chars",
+            "minhash_bands",
+            "minhash_rows_per_band",
+            "output_shards",
+            "row_group_rows",
         )
     },
-    **{key: _at_least(0) for key in ("max_new_tokens", "max_rows", "max_chars", "num_proc", "dataloader_num_workers")},
+    **{
+        key: _at_least(0)
+        for key in ("max_new_tokens", "max_rows", "max_chars", "num_proc", "dataloader_num_workers", "workers", "tasks")
+    },
+    "min_cjk_ratio": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "minhash_min_similarity": (lambda v: 0 <= v <= 1, "between 0 and 1"),
 }
 
 
@@ -288,7 +298,8 @@ def split_overrides(overrides: list[str]) -> dict:
 
 def check_recipe(path: str | Path, overrides: list[str], specs: tuple) -> dict:
     """The fast check (nothing heavy imported): keys, value types, nulls and the project's own dataclasses
-    (which check their input files). Returns the merged {key: value} of the recipe and its overrides."""
+    (which check their input files). Returns the merged {key: value} of the recipe and its overrides, each value
+    converted to its field's type."""
     recipe = read_recipe(path)
     recipe.pop("stage")
     known = recipe_fields(specs)
@@ -312,7 +323,12 @@ def check_recipe(path: str | Path, overrides: list[str], specs: tuple) -> dict:
                 spec(**{k: v for k, v in values.items() if k in own})
             except (ValueError, TypeError, FileNotFoundError) as error:  # raised by the dataclass's __post_init__
                 raise RecipeError(f"{path}: {error}") from error
-    return merged
+    return values
+
+
+def _structured(value) -> bool:
+    """A mapping, or a list holding one (the `data` stage's `sources:`): values with no command-line form."""
+    return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value))
 
 
 # -- the full parse ---------------------------------------------------------------------------------------------
@@ -364,11 +380,18 @@ def _device_defaults(dataclass_types: tuple) -> list[str]:
 def parse_recipe(path: str | Path, overrides: list[str], specs: tuple) -> tuple:
     """Check the recipe (fast), then build instances of the stage's argument classes with HfArgumentParser.
     Overrides win over the YAML."""
-    check_recipe(path, overrides, specs)
+    values = check_recipe(path, overrides, specs)
     recipe = read_recipe(path)
     recipe.pop("stage")
     override_keys = list(split_overrides(overrides))
     dataclass_types = tuple(load_argument_class(spec) for spec in specs)
+    if any(_structured(v) for v in values.values()) and all(dataclasses.is_dataclass(t) for t in dataclass_types):
+        # Lists of mappings cannot pass through argparse: HfArgumentParser builds the dataclasses from the checked
+        # values directly (an unknown key is still an error: allow_extra_keys stays False).
+        try:
+            return tuple(_RecipeArgumentParser(dataclass_types, str(path)).parse_dict(values))
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            raise RecipeError(f"{path}: {error}") from error
     argv, set_after = _as_argv(recipe)
     parser = _RecipeArgumentParser(dataclass_types, str(path))
     try:

@@ -77,9 +77,12 @@ def guard_output(output: Path | None, instances: tuple, overwrite: bool) -> None
             value = getattr(instance, key, None)
             if value and Path(value).resolve() == output.resolve():
                 raise RecipeError(f"output_dir: '{output}' is also {key}: a stage never writes into its own input")
-    if finished_model(output) and not overwrite:
+    finished = "a finished model" if finished_model(output) else None
+    if (output / "report.json").is_file() and (output / "train").is_dir():
+        finished = "finished data (train/valid/test)"
+    if finished and not overwrite:
         raise RecipeError(
-            f"output_dir: '{output}' holds a finished model; choose another output_dir, or set "
+            f"output_dir: '{output}' holds {finished}; choose another output_dir, or set "
             "overwrite_output_dir: true to replace it"
         )
 
