@@ -35,7 +35,7 @@ def tokenizer_dir(tmp_path_factory, demo_data) -> Path:
     out = tmp_path_factory.mktemp("tokenizer")
     main(
         TokenizerArguments(
-            files=[str(demo_data["pretrain"]), str(demo_data["sft"])], vocab_size=600, output_dir=str(out)
+            files=[str(demo_data["pretrain"]), str(demo_data["sft"])], vocab_size=856, output_dir=str(out)
         )
     )
     return out

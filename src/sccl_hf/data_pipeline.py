@@ -8,7 +8,7 @@ interrupted run picks up where it stopped):
                  (datatrove ExactDedupSignature)
   2 exact/find   find rows whose hash was seen before (ExactFindDedups)
   3 exact/drop   drop them (ExactDedupFilter), then MinHash each row over character n-grams
-  4 near/pairs   rows that share a MinHash band (MinhashDedupBuckets' output, one task per band)
+  4 near/pairs   rows that share a MinHash band and agree on their whole signature (one task per band)
   5 near/groups  join the pairs into groups (MinhashDedupCluster)
   6 near/drop    keep one row per group (MinhashDedupFilter), scatter rows over `output_shards` random buckets
   7 split        shuffle each bucket (seeded) and cut train/valid/test by global position
@@ -17,10 +17,16 @@ interrupted run picks up where it stopped):
 Everything between steps lives in `<output_dir>/.work` (removed after a finished run unless `keep_work`);
 every dropped row, with its reason, file and line, is in `<output_dir>/dropped/`.
 
-Hand-written here, and why: the character n-gram MinHash (datatrove's own shingles are words, and it does not
-split Chinese); the band matching of step 4 (a numpy sort per band instead of datatrove's Python heap merge:
-the same pairs, 10x faster); the readers (`data_sources`: datatrove's have no encodings, JSON arrays or ShareGPT turns, and
-skip a malformed line without saying which); the seeded two-pass shuffle (datatrove has no shuffle).
+Hand-written here, and why (measurements in dev/LOG.md):
+- MinHash stage 1: character n-grams (datatrove's shingles are words, and it does not split Chinese), hashed
+  for a batch of rows at once in numpy (datatrove's per-row Python path costs ~150 us a row);
+- MinHash stage 2: a numpy sort per band (datatrove merges files through a heap of Python objects), and each
+  candidate pair checked on its whole signature (datatrove keeps every LSH candidate);
+- the readers (`data_sources`: datatrove's have no encodings, JSON arrays or ShareGPT turns, and skip a
+  malformed line without saying which);
+- the seeded two-pass shuffle and the split (datatrove has neither).
+Both MinHash steps keep datatrove's file formats, so its clustering and filtering steps and its executors run
+as they are.
 """
 
 import json

@@ -1,9 +1,22 @@
-"""Training char-level or byte-level BPE tokenizers (the machinery of `stage: tokenizer`).
+"""Tokenizers of three kinds (the machinery of `stage: tokenizer`).
+
+- `char_bpe`: BPE over characters (NFKC, punctuation and digits split, Metaspace), plus byte fallback.
+- `byte_bpe`: byte-level BPE (GPT-2 style); every text is bytes already, so it never needs a fallback.
+- `word_frequency`: SCCLM's way. Count jieba words and characters over the corpus, keep those seen at least
+  `min_count` times (most frequent first, up to `vocab_size`), and write them as a BPE vocabulary whose merges
+  split each kept word into two kept parts (`abcde`: a|bcde, ab|cde, abc|de, abcd|e where both parts are kept),
+  ordered by the word's frequency. The model matches whole vocabulary words before merging (`ignore_merges`),
+  so a kept word on its own is always one token. Byte fallback too.
+
+Byte fallback: the 256 tokens `<0x00>` .. `<0xFF>` are part of the vocabulary (they count towards
+`vocab_size`), so a character the vocabulary lacks encodes as its UTF-8 bytes instead of `[UNK]`, and decoding
+gives the normalised text back.
 
 Memory: a BPE trainer counts every distinct pre-tokenized "word". Chinese has no spaces, so without help a
 whole sentence is one word and the count table holds every distinct sentence of the corpus (ChatLM-mini-Chinese
 needed ~48 GB of RAM for 1.7 GB of text). Here text is cut into jieba words first, and any piece longer than
-`max_piece_chars` is cut again, so the table holds distinct *words* and stops growing with the corpus.
+`max_piece_chars` is cut again, so the table holds distinct *words* and stops growing with the corpus. The
+word-frequency count is bounded explicitly: see `WordCounter`.
 """
 
 import itertools
@@ -28,6 +41,9 @@ from sccl_hf.prompt import install_chat_template
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[EOS]", "[SEP]", "[BOS]", "[CLS]", "[MASK]", "[UNK]"]  # [PAD]=0, [EOS]=1
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
+KINDS = ("char_bpe", "byte_bpe", "word_frequency")
+BASE_CHARACTERS = ["\t", "\n", "▁", *(chr(c) for c in range(33, 127))]  # always in a char vocabulary
 
 
 def iter_texts(args) -> Iterator[list[str]]:
@@ -102,19 +118,30 @@ def _cap(texts: list[str], budget: int) -> list[str]:
     return kept
 
 
+def char_pre_tokenizer():
+    # prepend_scheme="never": no "▁" is invented at piece starts, so decode(encode(text)) == NFKC(text).
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Punctuation(),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Metaspace(prepend_scheme="never"),
+        ]
+    )
+
+
+def char_decoder(byte_fallback: bool):
+    metaspace = decoders.Metaspace(prepend_scheme="never")
+    if not byte_fallback:
+        return metaspace
+    return decoders.Sequence([decoders.ByteFallback(), decoders.Fuse(), metaspace])
+
+
 def new_tokenizer(kind: str) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]" if kind == "char_bpe" else None))
     tokenizer.normalizer = normalizers.NFKC()
     if kind == "char_bpe":
-        # prepend_scheme="never": no "▁" is invented at piece starts, so decode(encode(text)) == NFKC(text).
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Punctuation(),
-                pre_tokenizers.Digits(individual_digits=True),
-                pre_tokenizers.Metaspace(prepend_scheme="never"),
-            ]
-        )
-        tokenizer.decoder = decoders.Metaspace(prepend_scheme="never")
+        tokenizer.pre_tokenizer = char_pre_tokenizer()
+        tokenizer.decoder = char_decoder(byte_fallback=False)
     else:
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
@@ -124,16 +151,42 @@ def new_tokenizer(kind: str) -> Tokenizer:
 def train(tokenizer: Tokenizer, args) -> PreTrainedTokenizerFast:
     """Train `tokenizer` (from `new_tokenizer`) on the files of `args` (the tokenizer stage's arguments)."""
     # Tab, newline, the Metaspace space and printable ASCII are always in the vocabulary, whatever the corpus.
-    ascii_chars = [chr(c) for c in range(33, 127)]
-    alphabet = ["\t", "\n", "▁", *ascii_chars] if args.kind == "char_bpe" else pre_tokenizers.ByteLevel.alphabet()
+    char_level = args.kind == "char_bpe"
+    alphabet = BASE_CHARACTERS if char_level else pre_tokenizers.ByteLevel.alphabet()
+    fallback = char_level and getattr(args, "byte_fallback", True)
+    learned = args.vocab_size - (len(BYTE_TOKENS) if fallback else 0)  # the byte tokens count too
+    # with byte fallback, characters beyond the budget are left to bytes, so the vocabulary is never larger than
+    # vocab_size (without it, every character seen joins the alphabet, however rare)
+    limit = {"limit_alphabet": learned - len(SPECIAL_TOKENS)} if fallback else {}
     trainer = trainers.BpeTrainer(
-        vocab_size=args.vocab_size,
+        vocab_size=learned,
         min_frequency=args.min_frequency,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=alphabet,
         show_progress=True,
+        **limit,
     )
     tokenizer.train_from_iterator(iter_pieces(args), trainer=trainer)
+    if fallback:
+        tokenizer = with_byte_fallback(tokenizer)
+    return wrap(tokenizer)
+
+
+def with_byte_fallback(tokenizer: Tokenizer) -> Tokenizer:
+    """The trained BPE with the 256 byte tokens appended to its vocabulary and `byte_fallback` on (done on the
+    serialised form: the tokenizers library has no call that adds plain, non-special tokens to a BPE model)."""
+    state = json.loads(tokenizer.to_str())
+    vocab = state["model"]["vocab"]
+    for token in BYTE_TOKENS:
+        vocab.setdefault(token, len(vocab))
+    state["model"]["byte_fallback"] = True
+    tokenizer = Tokenizer.from_str(json.dumps(state))
+    tokenizer.decoder = char_decoder(byte_fallback=True)
+    return tokenizer
+
+
+def wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    """A `PreTrainedTokenizerFast` with the project's special tokens, [EOS] template and chat template."""
     install_eos_template(tokenizer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
@@ -204,3 +257,84 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     except ImportError:  # Windows
         return psutil.Process().memory_info().peak_wset / 2**20
+
+
+# -- word frequency (SCCLM) -------------------------------------------------------------------------------------
+
+
+class WordCounter:
+    """Counts of characters and words with a bounded table (lossy counting).
+
+    Characters are few (tens of thousands) and counted exactly. Words are counted in a table of at most
+    `max_words` entries: when it is full, every word counted `c` times or fewer is dropped, where `c` is the median
+    count, and `c` is added to `error_bound`. A word dropped and seen again starts from zero, so every count is
+    low by at most `error_bound` (the sum of the medians used), and never high. Hence a word counted at least
+    `min_count` times was seen at least that often, and a word seen at least `min_count + error_bound` times is
+    always kept."""
+
+    def __init__(self, max_words: int = 2_000_000):
+        from collections import Counter
+
+        self.characters, self.words = Counter(), Counter()
+        self.max_words, self.error_bound, self.prunings, self.total_words = max_words, 0, 0, 0
+
+    def add(self, text: str, words: list[str]) -> None:
+        """Count the characters of `text` and the `words`."""
+        self.characters.update(text)
+        self.total_words += len(words)
+        self.words.update(words)
+        if len(self.words) > self.max_words:
+            self.prune()
+
+    def prune(self) -> None:
+        import numpy as np
+
+        counts = np.fromiter(self.words.values(), dtype=np.int64, count=len(self.words))
+        cut = int(np.partition(counts, counts.size // 2)[counts.size // 2])
+        self.words = type(self.words)({w: c for w, c in self.words.items() if c > cut})
+        self.error_bound += cut
+        self.prunings += 1
+
+
+def count_words(args) -> WordCounter:
+    """Characters and jieba words of the corpus, NFKC-normalised as the tokenizer normalises (pieces the
+    tokenizer's pre-tokenizer would split, such as words with digits or punctuation, are not words here)."""
+    import unicodedata
+
+    if args.jieba_user_dict:
+        jieba.load_userdict(args.jieba_user_dict)
+    counter = WordCounter(args.max_count_entries)
+    splitter = char_pre_tokenizer()
+    for pieces in iter_pieces(args):
+        normalised = [unicodedata.normalize("NFKC", p).replace(" ", "▁") for p in pieces]
+        words = [p for p in normalised if len(p) > 1 and len(splitter.pre_tokenize_str(p)) == 1]
+        counter.add("".join(normalised), words)
+    return counter
+
+
+def word_frequency_vocabulary(counter: WordCounter, vocab_size: int, min_count: int) -> tuple[dict, list]:
+    """(vocab, merges): special tokens, byte tokens, the base characters, then characters and words counted at
+    least `min_count` times, most frequent first, up to `vocab_size` in all; merges split each kept word into two
+    kept parts, ordered by the word's count (then position), so encoding is deterministic."""
+    fixed = [*SPECIAL_TOKENS, *BYTE_TOKENS, *BASE_CHARACTERS]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(fixed))}
+    room = vocab_size - len(vocab)
+    characters = [(c, n) for c, n in counter.characters.items() if n >= min_count and c not in vocab and c != " "]
+    words = [(w, n) for w, n in counter.words.items() if n >= min_count]
+    for token, _ in sorted(characters + words, key=lambda item: (-item[1], item[0]))[: max(room, 0)]:
+        vocab.setdefault(token, len(vocab))
+    counts = {w: n for w, n in words}
+    merges = []
+    for word in sorted((w for w in vocab if w in counts), key=lambda w: (-counts[w], w)):
+        merges += [(word[:i], word[i:]) for i in range(1, len(word)) if word[:i] in vocab and word[i:] in vocab]
+    return vocab, merges
+
+
+def word_frequency_tokenizer(vocab: dict, merges: list) -> PreTrainedTokenizerFast:
+    model = models.BPE(vocab=vocab, merges=merges, unk_token="[UNK]", byte_fallback=True, ignore_merges=True)
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = char_pre_tokenizer()
+    tokenizer.decoder = char_decoder(byte_fallback=True)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    return wrap(tokenizer)
