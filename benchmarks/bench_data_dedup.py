@@ -109,18 +109,19 @@ def write_jsonl(rows, folder: Path, files: int = 16) -> None:
                 handle.write(json.dumps({"prompt": prompt, "response": response}, ensure_ascii=False) + "\n")
 
 
-def peak_tree_rss(process: subprocess.Popen) -> float:
-    """Poll the process and its children; the highest total RSS seen, in MB."""
+def peak_tree_memory(process: subprocess.Popen, pss: bool = False) -> float:
+    """Poll the process and its children until it exits; the highest total seen, in MB. RSS, or PSS (pages
+    shared after fork counted once) when `pss`."""
     import psutil
 
     root, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
         try:
-            total = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_full_info().pss if pss else p.memory_info().rss for p in tree))
         except psutil.Error:
-            continue
-        peak = max(peak, total)
-        time.sleep(0.2)
+            pass
+        time.sleep(0.5 if pss else 0.2)
     return peak / 2**20
 
 
@@ -138,7 +139,7 @@ def run_stage(rows, workdir: Path, workers: int, extra: dict) -> dict:
         process = subprocess.Popen(
             [str(sccl), "run", str(workdir / "recipe.yaml")], stdout=log, stderr=subprocess.STDOUT
         )
-        peak = peak_tree_rss(process)
+        peak = peak_tree_memory(process)
     seconds = time.perf_counter() - start
     if process.returncode:
         raise SystemExit(f"the data stage failed: see {workdir / 'log.txt'}")
@@ -173,8 +174,8 @@ def scores(rows, near, exact, kept: list) -> dict:
     natural = natural_duplicate_share(rows, unplanted)
     removed_unplanted = removed_total - removed_planted
     return {
-        "near_recall": caught(near) / len(near),
-        "exact_recall": caught(exact) / len(exact),
+        "near_recall": caught(near) / len(near) if near else None,  # None: no planted pair in these rows
+        "exact_recall": caught(exact) / len(exact) if exact else None,
         # strict: only planted rows count as duplicates
         "precision_vs_planted": removed_planted / removed_total if removed_total else 1.0,
         # the unplanted rows removed were checked (a sample): those with a 5-gram Jaccard of 0.5 or more to

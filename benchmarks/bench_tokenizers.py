@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
+from bench_data_dedup import peak_tree_memory  # benchmarks/ is on sys.path when a script runs
 
 SHARED = Path(os.environ.get("SCCL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CORPUS = [
@@ -75,8 +76,6 @@ def held_out() -> dict[str, list[str]]:
 
 
 def train_tokenizer(kind: str, corpus: Path, vocab_size: int, out: Path) -> dict:
-    import psutil
-
     recipe = {"stage": "tokenizer", "files": [str(corpus)], "kind": kind, "vocab_size": vocab_size,
               "output_dir": str(out), "min_count": 5, "overwrite_output_dir": True}  # fmt: skip
     recipe_path = out.parent / f"{out.name}.yaml"
@@ -86,16 +85,10 @@ def train_tokenizer(kind: str, corpus: Path, vocab_size: int, out: Path) -> dict
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("sccl")), "run", str(recipe_path)], stdout=log, stderr=subprocess.STDOUT
     )
-    root, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:  # PSS: pages shared with the forked jieba workers are counted once
-        try:
-            peak = max(peak, sum(p.memory_full_info().pss for p in [root, *root.children(recursive=True)]))
-        except psutil.Error:
-            pass
-        time.sleep(0.5)
+    peak_mb = peak_tree_memory(process, pss=True)  # the forked jieba workers' shared pages count once
     if process.returncode:
         raise SystemExit(f"{kind}: the tokenizer stage failed, see {out.parent / f'{out.name}.log'}")
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak / 2**20}
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_mb}
 
 
 def text_measures(tokenizer_dir: Path, texts: list[str]) -> dict:

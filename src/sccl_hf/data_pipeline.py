@@ -350,9 +350,6 @@ class DroppedRows:
         if self.rows:  # as an exclusion_writer it learns its task's rank only from a write
             self.save(self.rank)
 
-    def close(self):
-        pass
-
 
 DROPPED_COLUMNS = ("step", "reason", "source", "file", "line", "prompt", "response", "detail")
 
