@@ -13,27 +13,35 @@ import yaml
 from conftest import ROOT
 from sccl_hf.apps.demo import STEPS
 from sccl_hf.cli import main as sccl
+from sccl_hf.cli import run_command
 
 pytestmark = pytest.mark.slow
 
 # Small versions of each step, so the whole list runs in about a minute.
 QUICK = {
     "tokenizer.yaml": ["--vocab_size", "600"],
-    "pretrain.yaml": ["--preset", "tiny", "--max_steps", "4", "--disable_tqdm", "true"],
+    "pretrain.yaml": ["--preset", "tiny", "--max_steps", "4", "--logging_steps", "1", "--disable_tqdm", "true"],
     "sft.yaml": ["--max_steps", "4", "--disable_tqdm", "true"],
     "eval_sft.yaml": ["--max_rows", "16"],
     "dpo_data.yaml": ["--max_rows", "16"],
     "dpo.yaml": ["--max_steps", "2", "--disable_tqdm", "true"],
     "eval_dpo.yaml": ["--max_rows", "16"],
+    "eval_ppl.yaml": ["--max_rows", "16"],
+    "ceval.yaml": ["--max_questions", "1"],
 }
 
 
-def test_every_demo_step_leaves_its_resolved_recipe_and_results(tmp_path, monkeypatch):
+def test_every_demo_step_leaves_its_resolved_recipe_and_results(tmp_path, monkeypatch, shared_data):
     monkeypatch.chdir(tmp_path)  # the steps write under runs/demo/ of the current directory
     for step in STEPS:
         words = shlex.split(step)
+        if words[1] == "report":
+            report_md, report_html = run_command(words[1:])
+            continue
         recipe = words[-1]
         overrides = QUICK.get(recipe.rsplit("/", 1)[-1], [])
+        if recipe.endswith("ceval.yaml"):  # the demo reads ../shared/data from the checkout; here, from tmp_path
+            overrides = [*overrides, "--data_dir", str(shared_data / "eval" / "ceval")]
         sccl([*words[1:], *overrides])
         stage_recipe = yaml.safe_load((ROOT / recipe).read_text(encoding="utf-8"))
         if "output_dir" in stage_recipe:
@@ -44,13 +52,33 @@ def test_every_demo_step_leaves_its_resolved_recipe_and_results(tmp_path, monkey
         record = json.loads((output / "results.json").read_text(encoding="utf-8"))
         assert resolved["stage"] == stage_recipe["stage"] == record["stage"], step
         for key, value in zip(overrides[::2], overrides[1::2]):
-            assert str(resolved[key[2:]]).lower() == value.lower(), (step, key)
+            assert str(resolved[key[2:]]).lower() in (value.lower(), f"{value}.0"), (step, key)  # logging_steps: 1.0
     pretrain = json.loads((tmp_path / "runs/demo/pretrain/results.json").read_text())
     assert pretrain["results"]["steps"] == 4 and pretrain["results"]["prompt_tokens_seen"] > 0
     assert (tmp_path / "runs/demo/pretrain/trainer_state.json").is_file()  # the Trainer's own save_state
     assert (tmp_path / "runs/demo/pretrain/train_results.json").is_file()  # ... and save_metrics
     evaluation = json.loads((tmp_path / "runs/demo/eval/dpo/results.json").read_text())
     assert evaluation["results"]["rows"] == 16 and 0 <= evaluation["results"]["exact_match"] <= 1
+    ceval = json.loads((tmp_path / "runs/demo/eval/ceval/results.json").read_text())["results"]
+    assert ceval["methods"]["first_token"]["overall"]["questions"] == 52  # one question from each subject
+
+    # The report card lists every stage of the demo, with its headline figures, tables and loss plots.
+    report = report_md.read_text(encoding="utf-8")
+    summary = report.split("\n\n")[1].splitlines()[2:]  # the first table: a row per stage
+    table = [line.split("|")[1:3] for line in summary]
+    listed = {(stage.strip(), folder.strip()) for stage, folder in table}
+    expected = set()
+    for step in STEPS:
+        words = shlex.split(step)
+        if words[1] == "run":
+            stage_recipe = yaml.safe_load((ROOT / words[2]).read_text(encoding="utf-8"))
+            folder = stage_recipe.get("output_dir") or stage_recipe["output_file"].rsplit("/", 1)[0]
+            expected.add((stage_recipe["stage"], folder.removeprefix("runs/demo/")))
+    assert listed == expected
+    assert "![pretrain training_log.png](pretrain/training_log.png)" in report
+    assert "| group | questions | loglikelihood | first_token |" in report  # C-Eval: a column per method
+    plots = list((tmp_path / "runs/demo").rglob("training_log.png"))
+    assert plots and report_html.read_text(encoding="utf-8").count("<img") == len(plots)
 
 
 def test_an_installed_wheel_runs_the_demo_stages_outside_the_checkout(tmp_path):

@@ -118,6 +118,16 @@ def test_every_shipped_recipe_parses(recipe, tmp_path, demo_data, tokenizer_dir,
         "output_file": [str(tmp_path / "out.jsonl")],
         "bf16": ["false"],
     }
+    if "data_dir" in recipe_keys:  # exam recipes: a stand-in folder with an empty file per subject and split
+        from sccl_hf.choice_eval import BENCHMARKS
+
+        benchmark = BENCHMARKS[recipe_keys.get("benchmark", "ceval")]
+        split = recipe_keys.get("split") or benchmark.default_split
+        for subject in benchmark.subjects:
+            for part in (split, "dev"):
+                (tmp_path / "exam" / part).mkdir(parents=True, exist_ok=True)
+                (tmp_path / "exam" / part / f"{subject}_{part}.csv").touch()
+        replacements["data_dir"] = [str(tmp_path / "exam")]
     overrides = [word for key, value in replacements.items() if key in recipe_keys for word in (f"--{key}", *value)]
     if "sources" in recipe_keys:  # data recipes: each source's files become empty stand-ins of the same names
         for source in recipe_keys["sources"]:

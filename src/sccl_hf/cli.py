@@ -1,4 +1,5 @@
-"""The `sccl` command: run a recipe, the end-to-end demo, chat in the terminal, or serve a model over HTTP.
+"""The `sccl` command: run a recipe, the end-to-end demo, a run's report card, chat in the terminal, or serve a
+model over HTTP.
 
 Nothing heavy is imported here: a recipe is checked (and `--help` answers) before torch or TRL loads.
 """
@@ -30,6 +31,10 @@ def run_command(argv: list[str]):
     convert.add_argument("source", help="a folder in ChatLM-mini-Chinese's published layout")
     convert.add_argument("target", help="the new folder (must not hold a model yet)")
     convert.add_argument("--max-seq-len", type=int, default=None, help="set the model's max_seq_len")
+    report = commands.add_parser(
+        "report", help="gather every stage's results under a run folder into RUN_DIR/report.md and report.html"
+    )
+    report.add_argument("run_dir", help="a run folder, e.g. runs/demo")
     commands.add_parser("chat", help="chat in the terminal: sccl chat --model DIR", add_help=False)
     commands.add_parser("serve", help="HTTP API and web chat: sccl serve --model DIR", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -66,6 +71,16 @@ def run_command(argv: list[str]):
             raise SystemExit(2) from error
         print(f"converted {args.source} -> {target}")
         return target
+    if args.command == "report":
+        from sccl_hf.report import build_report
+
+        try:
+            paths = build_report(args.run_dir)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+        print(f"report: {paths[0]} and {paths[1]}")
+        return paths
     if args.command == "demo":
         from sccl_hf.apps.demo import run_demo
 

@@ -33,6 +33,13 @@ class Generation:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class Answer:
+    text: str
+    tokens: int  # generated tokens, the closing [EOS] included
+    ended: bool  # the model closed the answer with [EOS] (else max_new_tokens cut it)
+
+
 class CallbackStreamer(TextStreamer):
     """A streamer that hands each printable piece of text to `on_text`, counts the generated tokens, notes when
     the first one arrived, and stops the generation (by raising) once `cancelled` is set."""
@@ -87,12 +94,20 @@ class Engine:
     def _new_tokens(self, max_new_tokens: int | None) -> int:
         return min(max_new_tokens or self.max_len, self.max_len)
 
-    @torch.no_grad()
     def generate(
         self, prompts: list[str], search_type: str = "greedy", max_new_tokens: int | None = None, batch_size: int = 32
     ) -> list[str]:
         """Answers to `prompts`, decoded without special tokens, in batches of `batch_size`."""
+        return [answer.text for answer in self.answer(prompts, search_type, max_new_tokens, batch_size)]
+
+    @torch.no_grad()
+    def answer(
+        self, prompts: list[str], search_type: str = "greedy", max_new_tokens: int | None = None, batch_size: int = 32
+    ) -> list["Answer"]:
+        """Answers to `prompts` with their token counts and whether each ended in `[EOS]` (else it was cut at
+        `max_new_tokens`), in batches of `batch_size`."""
         answers = []
+        eos, pad = self.model.config.eos_token_id, self.model.config.pad_token_id
         for start in range(0, len(prompts), batch_size):
             batch = self.tokenizer(
                 prompts[start : start + batch_size],
@@ -107,7 +122,11 @@ class Engine:
                 max_seq_len=self._new_tokens(max_new_tokens),
                 search_type=search_type,
             )
-            answers += [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+            texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
+            for text, ids in zip(texts, output[:, 1:].tolist()):  # [:, 1:]: the decoder start token is [PAD]
+                ended = eos in ids
+                tokens = ids.index(eos) + 1 if ended else sum(t != pad for t in ids)
+                answers.append(Answer(text.strip(), tokens, ended))
         return answers
 
     def stream(

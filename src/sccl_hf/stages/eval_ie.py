@@ -1,0 +1,112 @@
+"""Stage `eval_ie`: triple extraction (DuIE) scored by exact triple match, ChatLM-mini-Chinese's downstream task.
+
+Reads: a model directory fine-tuned to answer a sentence with `[(s,p,o),...]`, a prompt/response table whose
+responses are the reference triples in that form. Writes, in `output_dir`: `predictions.jsonl` (sentence, answer,
+parsed and reference triples, parse status) and `results.md`; precision, recall and F1 overall and per predicate,
+and how many answers were well formed, truncated (complete triples kept) or malformed (counted as no triples), go
+to `results.json`.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sccl_hf.recipes import resolve_files
+
+
+# 1. arguments
+@dataclass
+class TripleEvalArguments:
+    model_name_or_path: str = field(default="", metadata={"help": "the model directory to evaluate"})
+    eval_files: list[str] = field(default_factory=list, metadata={"help": "prompt/response parquet or jsonl"})
+    output_dir: str = "runs/eval/ie"
+    search_type: str = field(default="greedy", metadata={"help": "greedy, beam, sampling or contrastive"})
+    max_new_tokens: int = 0
+    batch_size: int = 32
+    max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
+    device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
+
+    def __post_init__(self):
+        if not self.model_name_or_path or not Path(self.model_name_or_path).is_dir():
+            raise FileNotFoundError(f"model_name_or_path: no such model directory: '{self.model_name_or_path}'")
+        if not self.eval_files:
+            raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
+        self.eval_paths = resolve_files(self.eval_files, "eval_files")
+
+
+RECIPE_ARGUMENTS = (TripleEvalArguments,)
+
+
+def main(args: TripleEvalArguments) -> dict:
+    import json
+    import logging
+
+    from sccl_hf.engine import Engine
+    from sccl_hf.metrics import markdown_table
+    from sccl_hf.tables import load_table
+    from sccl_hf.triples import TripleScores, parse_triples, status_counts
+
+    # 2. inputs: the references are parsed with the same parser as the answers
+    rows = load_table(args.eval_paths, ["prompt", "response"]).to_list()
+    if args.max_rows:
+        rows = rows[: args.max_rows]
+    references = [parse_triples(r["response"]) for r in rows]
+    unreadable = sum(p.status != "ok" for p in references)
+    if unreadable:
+        logging.getLogger(__name__).warning(
+            "eval_ie: %d reference responses are not well-formed [(s,p,o),...]", unreadable
+        )
+    # 3. model
+    engine = Engine.load(args.model_name_or_path, args.device)
+    # 4. work
+    print(f"eval_ie: extracting triples from {len(rows)} sentences in batches of {args.batch_size} ...", flush=True)
+    answers = engine.answer(
+        [r["prompt"] for r in rows], args.search_type, args.max_new_tokens or None, batch_size=args.batch_size
+    )
+    parsed = [parse_triples(a.text) for a in answers]
+    scores = TripleScores()
+    for prediction, reference in zip(parsed, references):
+        scores.add(prediction.triples, reference.triples)
+    statuses = status_counts(parsed)
+    by_predicate = {p: s.as_dict() for p, s in sorted(scores.by_predicate.items(), key=lambda kv: -kv[1].reference)}
+    results = {
+        **scores.as_dict(),
+        "rows": len(rows),
+        "answers": statuses,
+        "answers_cut_at_max_new_tokens": sum(not a.ended for a in answers),
+        "references_not_well_formed": unreadable,
+        "by_predicate": by_predicate,
+        "model": args.model_name_or_path,
+    }
+    # 5. save
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row, answer, prediction, reference in zip(rows, answers, parsed, references):
+            record = {
+                "prompt": row["prompt"],
+                "answer": answer.text,
+                "status": prediction.status,
+                "predicted": prediction.triples,
+                "reference": reference.triples,
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    overall = markdown_table(
+        ["rows", "precision", "recall", "F1", "predicted", "reference", "correct", "well formed", "truncated", "malformed"],
+        [[len(rows), round(scores.precision, 4), round(scores.recall, 4), round(scores.f1, 4), scores.predicted,
+          scores.reference, scores.correct, statuses["ok"], statuses["truncated"], statuses["malformed"]]],
+    )  # fmt: skip
+    predicates = markdown_table(
+        ["predicate", "reference", "predicted", "correct", "precision", "recall", "F1"],
+        [[p, s["reference"], s["predicted"], s["correct"], round(s["precision"], 4), round(s["recall"], 4),
+          round(s["f1"], 4)] for p, s in by_predicate.items()],
+    )  # fmt: skip
+    (output / "results.md").write_text(
+        f"# eval_ie: {args.model_name_or_path}\n\n{overall}\n\n## Per predicate\n\n{predicates}\n", encoding="utf-8"
+    )
+    # 6. summary
+    print(
+        f"eval_ie: precision {scores.precision:.3f}, recall {scores.recall:.3f}, F1 {scores.f1:.3f} on {len(rows)} "
+        f"sentences; answers well formed {statuses['ok']}, truncated {statuses['truncated']}, malformed "
+        f"{statuses['malformed']} ({args.model_name_or_path})"
+    )
+    return results

@@ -1,0 +1,91 @@
+"""Stage `eval_ppl`: how well a model predicts the responses of a prompt/response table.
+
+Reads: a model directory, prompt/response parquet or JSON lines. Writes: `results.md` in `output_dir`; the scores
+go to `results.json`. Scores, over all response tokens (each response's closing [EOS] included), with the same
+scoring code as DPO (`sccl_hf.scoring`): token-level loss (mean negative log-likelihood, nats), perplexity
+(exp of the loss) and bits per character (total negative log-likelihood in bits over response characters, which
+compares models with different tokenizers); and the rows, tokens and characters they cover.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sccl_hf.recipes import resolve_files
+
+
+# 1. arguments
+@dataclass
+class PerplexityEvalArguments:
+    model_name_or_path: str = field(default="", metadata={"help": "the model directory to evaluate"})
+    eval_files: list[str] = field(default_factory=list, metadata={"help": "prompt/response parquet or jsonl"})
+    output_dir: str = "runs/eval"
+    batch_size: int = 16
+    max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
+    device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
+
+    def __post_init__(self):
+        if not self.model_name_or_path or not Path(self.model_name_or_path).is_dir():
+            raise FileNotFoundError(f"model_name_or_path: no such model directory: '{self.model_name_or_path}'")
+        if not self.eval_files:
+            raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
+        self.eval_paths = resolve_files(self.eval_files, "eval_files")
+
+
+RECIPE_ARGUMENTS = (PerplexityEvalArguments,)
+
+
+def main(args: PerplexityEvalArguments) -> dict:
+    import math
+
+    from tqdm.auto import tqdm
+
+    from sccl_hf.engine import pick_device
+    from sccl_hf.metrics import markdown_table
+    from sccl_hf.model import load_model, load_tokenizer
+    from sccl_hf.scoring import score_responses
+    from sccl_hf.tables import load_table
+
+    # 2. inputs
+    rows = load_table(args.eval_paths, ["prompt", "response"]).to_list()
+    if args.max_rows:
+        rows = rows[: args.max_rows]
+    # 3. model
+    device, dtype = pick_device(args.device)
+    model, tokenizer = (
+        load_model(args.model_name_or_path, dtype=dtype).to(device),
+        load_tokenizer(args.model_name_or_path),
+    )
+    # 4. work: batches of rows, with a progress bar
+    scores = []
+    for first in tqdm(range(0, len(rows), args.batch_size), desc="eval_ppl", unit="batch"):
+        batch = rows[first : first + args.batch_size]
+        prompts, responses = [r["prompt"] for r in batch], [r["response"] for r in batch]
+        scores += score_responses(model, tokenizer, prompts, responses, batch_size=args.batch_size)
+    nll = -sum(s.log_prob for s in scores)
+    tokens, characters = sum(s.tokens for s in scores), sum(s.characters for s in scores)
+    loss = nll / max(tokens, 1)
+    results = {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "bits_per_character": nll / math.log(2) / max(characters, 1),
+        "rows": len(rows),
+        "tokens": tokens,
+        "characters": characters,
+        "model": args.model_name_or_path,
+    }
+    # 5. save
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(
+        ["rows", "tokens", "characters", "loss (nats/token)", "perplexity", "bits/char"],
+        [[len(rows), tokens, characters, round(loss, 4), round(results["perplexity"], 3),
+          round(results["bits_per_character"], 4)]],
+    )  # fmt: skip
+    title = f"# eval_ppl: {args.model_name_or_path}\n\non {', '.join(args.eval_files)}\n\n"
+    (output / "results.md").write_text(title + table + "\n", encoding="utf-8")
+    # 6. summary
+    print(
+        f"eval_ppl: loss {loss:.4f}, perplexity {results['perplexity']:.3f}, {results['bits_per_character']:.3f} "
+        f"bits/char over {tokens} tokens of {len(rows)} rows ({args.model_name_or_path})"
+    )
+    return results
