@@ -141,7 +141,7 @@ def test_5_streaming_with_no_usable_rows_is_an_error_naming_files_and_reasons(to
         (["--max_steps", "-5"], "max_steps: -5 is out of range"),
         (["--per_device_train_batch_size", "0"], "per_device_train_batch_size: 0 is out of range"),
         (["--train_files", "missing.parquet"], "train_files: no such file or directory: 'missing.parquet'"),
-        (["--model_name_or_path", "no/such/folder"], "model_name_or_path: no such directory: 'no/such/folder'"),
+        (["--model_name_or_path", "no/such/folder"], "model_name_or_path: no such model directory: 'no/such/folder'"),
     ],
 )
 def test_5_bad_values_are_refused_before_any_model(words, message, demo_data, tokenizer_dir, tmp_path, capsys):

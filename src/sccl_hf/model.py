@@ -12,7 +12,7 @@ import modeling_chat_model
 from configuration_chat_model import TextToTextModelConfig
 from modeling_chat_model import TextToTextModel
 from sccl_hf.errors import ModelFolderError
-from sccl_hf.model_folder import finished_model
+from sccl_hf.model_folder import finished_model, local_model_dir
 from sccl_hf.prompt import install_chat_template
 from sccl_hf.tokenization import ensure_eos_template, save_tokenizer
 
@@ -70,8 +70,9 @@ def new_model(config: TextToTextModelConfig) -> TextToTextModel:
 
 
 def load_model(model_dir: str | Path, dtype: torch.dtype | None = None, config=None) -> TextToTextModel:
-    """Load a saved model directory (ours or ChatLM-mini-Chinese's layout) with our local model class."""
-    model = TextToTextModel.from_pretrained(model_dir, dtype=dtype, config=config)
+    """Load a saved model directory (ours or ChatLM-mini-Chinese's layout), or a hub id, with our local model
+    class."""
+    model = TextToTextModel.from_pretrained(local_model_dir(model_dir), dtype=dtype, config=config)
     model.generation_config = generation_config_for(model.config)
     return model
 
@@ -82,7 +83,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 def load_tokenizer(tokenizer_dir: str | Path) -> PreTrainedTokenizerBase:
     """A saved tokenizer, made to follow the project's conventions: [PAD]=0 and [EOS]=1 (checked), every
     encoding closed by [EOS] (the template is installed, with a warning, when the tokenizer lacks it), and the
-    project's chat template when it has none."""
+    project's chat template when it has none. A hub id is downloaded first."""
+    tokenizer_dir = local_model_dir(tokenizer_dir)
     folder = Path(tokenizer_dir)
     if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ModelFolderError(
@@ -132,7 +134,7 @@ def copy_remote_code(output_dir: str | Path) -> None:
 
 
 def load_config(model_dir: str | Path) -> TextToTextModelConfig:
-    return TextToTextModelConfig.from_pretrained(model_dir)
+    return TextToTextModelConfig.from_pretrained(local_model_dir(model_dir))
 
 
 def training_max_len(config, requested: int | None) -> int:

@@ -516,9 +516,11 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        from sccl_hf.model_folder import model_reference_problem
+
         for key in ("model_name_or_path", "tokenizer_dir"):
             value = getattr(self, key)
-            if value and not Path(value).is_dir():
-                raise FileNotFoundError(f"{key}: no such directory: '{value}'")
+            if value and (problem := model_reference_problem(value, key)):
+                raise FileNotFoundError(problem)
         if not self.model_name_or_path and not self.tokenizer_dir:
             raise ValueError("give model_name_or_path (a saved model) or tokenizer_dir (to build a new model)")

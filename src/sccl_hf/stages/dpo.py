@@ -7,7 +7,6 @@ and keeps none); LoRA uses the same model with its adapter disabled, so there is
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sccl_hf.recipes import DataFiles
 
@@ -24,8 +23,10 @@ class DPOModelArguments:
     lora_bias: str = field(default="all", metadata={"help": "none, all or lora_only (ChatLM-mini-Chinese: all)"})
 
     def __post_init__(self):
-        if not self.model_name_or_path or not Path(self.model_name_or_path).is_dir():
-            raise FileNotFoundError(f"model_name_or_path: no such model directory: '{self.model_name_or_path}'")
+        from sccl_hf.model_folder import model_reference_problem
+
+        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
+            raise FileNotFoundError(problem)
 
     def lora_config(self):
         from peft import LoraConfig, TaskType

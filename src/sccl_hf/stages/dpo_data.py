@@ -29,8 +29,10 @@ class DPODataArguments:
     seed: int = 42
 
     def __post_init__(self):
-        if not self.model_name_or_path or not Path(self.model_name_or_path).is_dir():
-            raise FileNotFoundError(f"model_name_or_path: no such model directory: '{self.model_name_or_path}'")
+        from sccl_hf.model_folder import model_reference_problem
+
+        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
+            raise FileNotFoundError(problem)
         if not self.reference_files:
             raise ValueError("reference_files: give at least one prompt/response parquet or jsonl file")
         self.reference_paths = resolve_files(self.reference_files, "reference_files")

@@ -31,9 +31,10 @@ class ChoiceEvalArguments:
 
     def __post_init__(self):
         from sccl_hf.choice_eval import BENCHMARKS, METHODS, subject_file
+        from sccl_hf.model_folder import model_reference_problem
 
-        if not self.model_name_or_path or not Path(self.model_name_or_path).is_dir():
-            raise FileNotFoundError(f"model_name_or_path: no such model directory: '{self.model_name_or_path}'")
+        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
+            raise FileNotFoundError(problem)
         if self.benchmark not in BENCHMARKS:
             raise ValueError(f"benchmark: must be one of {', '.join(BENCHMARKS)}, got '{self.benchmark}'")
         bad = [m for m in self.methods if m not in METHODS]

@@ -26,8 +26,10 @@ class GenerationEvalArguments:
     device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
 
     def __post_init__(self):
-        if not self.model_name_or_path or not Path(self.model_name_or_path).is_dir():
-            raise FileNotFoundError(f"model_name_or_path: no such model directory: '{self.model_name_or_path}'")
+        from sccl_hf.model_folder import model_reference_problem
+
+        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
+            raise FileNotFoundError(problem)
         if not self.eval_files:
             raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
         self.eval_paths = resolve_files(self.eval_files, "eval_files")
