@@ -1,5 +1,5 @@
-"""The `sccl` command: run a recipe, the end-to-end demo, a run's report card, chat in the terminal, or serve a
-model over HTTP.
+"""The `sccl` command: run a recipe, the end-to-end demo, a run's report card, publish a model, chat in the
+terminal, or serve a model over HTTP.
 
 Nothing heavy is imported here: a recipe is checked (and `--help` answers) before torch or TRL loads.
 """
@@ -35,6 +35,16 @@ def run_command(argv: list[str]):
         "report", help="gather every stage's results under a run folder into RUN_DIR/report.md and report.html"
     )
     report.add_argument("run_dir", help="a run folder, e.g. runs/demo")
+    push = commands.add_parser(
+        "push", help="publish a model folder: sccl push DIR --repo-id USER/NAME [--hub modelscope]"
+    )
+    push.add_argument("model_dir", help="the model folder to publish")
+    push.add_argument("--repo-id", required=True, help="user/name on the hub")
+    push.add_argument("--hub", choices=["hf", "modelscope"], default="hf")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None, help="a branch to push to (created if missing)")
+    push.add_argument("--dry-run", action="store_true", help="list the files and the card; upload nothing")
+    push.add_argument("--include", nargs="*", default=[], help="more files to push (glob patterns)")
     commands.add_parser("chat", help="chat in the terminal: sccl chat --model DIR", add_help=False)
     commands.add_parser("serve", help="HTTP API and web chat: sccl serve --model DIR", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -71,6 +81,20 @@ def run_command(argv: list[str]):
             raise SystemExit(2) from error
         print(f"converted {args.source} -> {target}")
         return target
+    if args.command == "push":
+        from sccl_hf.errors import SCCLError
+        from sccl_hf.stages.push import PushArguments
+        from sccl_hf.stages.push import main as push_stage
+
+        try:
+            options = PushArguments(
+                model_dir=args.model_dir, repo_id=args.repo_id, hub=args.hub, private=args.private,
+                revision=args.revision, dry_run=args.dry_run, include=args.include,
+            )  # fmt: skip
+            return push_stage(options)
+        except (SCCLError, ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
     if args.command == "report":
         from sccl_hf.report import build_report
 
@@ -85,3 +109,7 @@ def run_command(argv: list[str]):
         from sccl_hf.apps.demo import run_demo
 
         return run_demo()
+
+
+if __name__ == "__main__":
+    main()

@@ -96,3 +96,13 @@ def existing_model_folder(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem.removeprefix("--model: "))
     return text
+
+
+def resolve_model_argument(parser, reference: str, hub: str) -> str:
+    """`--model` of chat and serve as a local folder: a hub id is downloaded (an argparse error if it fails)."""
+    from sccl_hf.errors import ModelFolderError
+
+    try:
+        return str(local_model_dir(reference, hub))
+    except ModelFolderError as error:
+        parser.error(str(error))

@@ -291,7 +291,9 @@ def _save(trainer, training_args, tokenizer, result) -> dict:
     is_adapter = hasattr(trainer.model, "peft_config")  # a LoRA run saves its adapter (see stage merge_lora)
     if not is_adapter:
         prepare_for_save(trainer.model)
-    trainer.save_model(training_args.output_dir)  # every process: DeepSpeed ZeRO-3 gathers its shards here
+    # Every process: DeepSpeed ZeRO-3 gathers its shards here. `_internal_call`: no push yet, the folder is not
+    # complete (tokenizer, remote code); push_to_hub pushes once, below.
+    trainer.save_model(training_args.output_dir, _internal_call=True)
     metrics = dict(result.metrics)
     state = trainer.state
     metrics["num_input_tokens_seen"] = state.num_input_tokens_seen
@@ -304,6 +306,8 @@ def _save(trainer, training_args, tokenizer, result) -> dict:
             copy_remote_code(training_args.output_dir)
         logger.info("%s saved to %s", "adapter" if is_adapter else "model", training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
+    if training_args.push_to_hub:
+        push_with_trainer(trainer, training_args)
     batch_rows = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     return {
         "metrics": metrics,
@@ -314,6 +318,23 @@ def _save(trainer, training_args, tokenizer, result) -> dict:
         "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
         "output_dir": str(training_args.output_dir),
     }
+
+
+def push_with_trainer(trainer, training_args) -> None:
+    """`push_to_hub: true`: the Trainer's own push (hub_model_id, hub_private_repo, hub_token, hub_revision), of
+    the finished folder, with our model card instead of the Trainer's."""
+    from sccl_hf.publish import model_card
+
+    repo_id = trainer.hub_model_id
+
+    def write_card(**_):
+        if trainer.is_world_process_zero():
+            card = model_card(Path(training_args.output_dir), repo_id)
+            (Path(training_args.output_dir) / "README.md").write_text(card, encoding="utf-8")
+
+    trainer.create_model_card = write_card
+    trainer.push_to_hub(commit_message="Model trained with sccl-hf", blocking=True)
+    logger.info("pushed to %s", repo_id)
 
 
 def check_streaming(data_args, training_args) -> None:

@@ -8,7 +8,7 @@ block of several lines.
 import argparse
 
 from sccl_hf.engine import Engine
-from sccl_hf.model_folder import existing_model_folder
+from sccl_hf.model_folder import existing_model_folder, resolve_model_argument
 from sccl_hf.prompt import render_prompt
 
 SEARCH_TYPES = ("greedy", "sampling", "beam", "contrastive")
@@ -38,11 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="sccl chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, type=existing_model_folder, help="a saved model directory")
+    parser.add_argument(
+        "--model", required=True, type=existing_model_folder, help="a model folder, or a hub id (user/model)"
+    )
+    parser.add_argument("--hub", choices=["hf", "modelscope"], default="hf", help="the hub of a user/model id")
     parser.add_argument("--search-type", choices=SEARCH_TYPES, default="greedy")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
+    args.model = resolve_model_argument(parser, args.model, args.hub)
 
     engine = Engine.load(args.model, args.device)
     model = engine.model

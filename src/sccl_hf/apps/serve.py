@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sccl_hf.engine import Engine, GenerationCancelled
-from sccl_hf.model_folder import existing_model_folder
+from sccl_hf.model_folder import existing_model_folder, resolve_model_argument
 from sccl_hf.prompt import PromptError, render_prompt
 
 MAX_BODY_BYTES = 1_000_000
@@ -568,7 +568,10 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(prog="sccl serve", description="serve a saved model over HTTP")
-    parser.add_argument("--model", required=True, type=existing_model_folder, help="a saved model directory")
+    parser.add_argument(
+        "--model", required=True, type=existing_model_folder, help="a model folder, or a hub id (user/model)"
+    )
+    parser.add_argument("--hub", choices=["hf", "modelscope"], default="hf", help="the hub of a user/model id")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8812)
     parser.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: open)")
@@ -588,6 +591,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers")
     parser.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request's body")
     args = parser.parse_args(argv)
+    args.model = resolve_model_argument(parser, args.model, args.hub)
     app = create_app(args.model, args.api_key, args.search_type, args.workers, args.device, args.body_timeout)
     HeaderTimeoutProtocol.header_timeout = args.header_timeout
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=HeaderTimeoutProtocol)
