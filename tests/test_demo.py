@@ -77,6 +77,13 @@ def test_every_demo_step_leaves_its_resolved_recipe_and_results(tmp_path, monkey
     assert listed == expected
     assert "![pretrain training_log.png](pretrain/training_log.png)" in report
     assert "| group | questions | loglikelihood | first_token |" in report  # C-Eval: a column per method
+    # A dry run of publishing the demo model lists its model files only (and the card, with the demo's figures).
+    dry = run_command(["push", "runs/demo/dpo", "--repo-id", "you/demo", "--dry-run"])
+    listed = {f["path"] for f in dry["files"]}
+    assert {"model.safetensors", "config.json", "modeling_chat_model.py", "tokenizer.json", "README.md"} <= listed
+    assert not any(
+        "checkpoint" in p or "optimizer" in p or p.endswith((".csv", ".png", "results.json")) for p in listed
+    )
     plots = list((tmp_path / "runs/demo").rglob("training_log.png"))
     assert plots and report_html.read_text(encoding="utf-8").count("<img") == len(plots)
 

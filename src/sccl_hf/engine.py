@@ -2,7 +2,9 @@
 handed over as it is produced, cancellable). Chat, serving, evaluation and DPO data use only this, so another
 backend can be added here without touching them.
 
-The torch backend runs the model's own `my_generate` (greedy, beam, sampling, contrastive).
+The torch backend runs the model's own `my_generate` (greedy, beam, sampling, contrastive); the CTranslate2
+backend (`CT2Engine`, a folder made by stage export_ct2) runs greedy, beam and sampling search. `load_engine`
+picks one.
 """
 
 import threading
@@ -81,6 +83,8 @@ class Engine:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_len = model_max_len(model.config)
+        self.device_type = model.device.type
+        self.description = f"torch {str(model.dtype).removeprefix('torch.')} on {model.device}"
 
     @classmethod
     def load(cls, model_dir, device: str = "auto") -> "Engine":
@@ -165,5 +169,146 @@ class Engine:
             completion_tokens=len(content_ids) + int(ended),
             seconds=time.perf_counter() - streamer.started,
             first_token_seconds=None if streamer.first_token_at is None else streamer.first_token_at - streamer.started,
+            finish_reason="stop" if ended else "length",
+        )
+
+
+# -- CTranslate2 ------------------------------------------------------------------------------------------------
+
+CT2_MARKER = "sccl_ct2.json"  # written by stage export_ct2 beside CTranslate2's own files
+
+# The search types in CTranslate2's terms. Greedy is exact; beam and sampling use the same beam count, top-k,
+# top-p, temperature and n-gram blocking as `my_generate`, but CTranslate2's length penalty and stopping rules
+# are its own. Contrastive search has no CTranslate2 counterpart.
+CT2_SEARCH = {
+    "greedy": dict(beam_size=1, sampling_topk=1),
+    "beam": dict(beam_size=5, no_repeat_ngram_size=4),
+    "sampling": dict(
+        beam_size=1, sampling_topk=50, sampling_topp=0.8, sampling_temperature=0.98, no_repeat_ngram_size=4
+    ),
+}
+CT2_OVERRIDES = {"temperature": "sampling_temperature", "top_p": "sampling_topp", "top_k": "sampling_topk",
+                 "repetition_penalty": "repetition_penalty", "no_repeat_ngram_size": "no_repeat_ngram_size"}  # fmt: skip
+
+
+def is_ct2_folder(folder) -> bool:
+    from pathlib import Path
+
+    return (Path(folder) / CT2_MARKER).is_file()
+
+
+def load_engine(model_dir, device: str = "auto", engine: str = "torch", threads: int = 0):
+    """The generation engine for a folder: `torch` (a model folder) or `ct2` (a folder made by export_ct2; a
+    CTranslate2 folder is recognised whatever `engine` says)."""
+    from sccl_hf.errors import ModelFolderError
+
+    if engine not in ("torch", "ct2"):
+        raise ModelFolderError(f"engine: must be torch or ct2, got '{engine}'")
+    if is_ct2_folder(model_dir):
+        return CT2Engine.load(model_dir, device, threads)
+    if engine == "ct2":
+        raise ModelFolderError(
+            f"{model_dir}: not a CTranslate2 folder; make one with `sccl run recipes/demo/export_ct2.yaml "
+            f"--model_dir {model_dir} --output_dir {model_dir}-ct2`"
+        )
+    return Engine.load(model_dir, device)
+
+
+class CT2Engine:
+    """The CTranslate2 backend: the same interface as `Engine` (generate, answer, stream, prompt_tokens)."""
+
+    def __init__(self, translator, tokenizer, max_len: int, description: str):
+        self.translator, self.tokenizer, self.max_len = translator, tokenizer, max_len
+        self.device_type, self.description = translator.device, description
+        self.eos_token = tokenizer.eos_token
+
+    @classmethod
+    def load(cls, folder, device: str = "auto", threads: int = 0) -> "CT2Engine":
+        import json
+        from pathlib import Path
+
+        import ctranslate2
+
+        info = json.loads((Path(folder) / CT2_MARKER).read_text(encoding="utf-8"))
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        translator = ctranslate2.Translator(
+            str(folder), device=device.split(":")[0], compute_type=info["quantization"], intra_threads=threads
+        )
+        tokenizer = load_tokenizer(folder)
+        description = f"ctranslate2 {info['quantization']} on {device}"
+        return cls(translator, tokenizer, info["max_seq_len"], description)
+
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt)["input_ids"])
+
+    def _source(self, prompt: str) -> list[str]:
+        ids = self.tokenizer(prompt, truncation=True, max_length=self.max_len)["input_ids"]
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    def _options(self, search_type: str, max_new_tokens: int | None, overrides: dict) -> dict:
+        if search_type not in CT2_SEARCH:
+            raise ValueError(f"search_type {search_type!r} is not available with CTranslate2 (use the torch engine)")
+        options = dict(CT2_SEARCH[search_type])
+        for key, value in overrides.items():
+            if key not in CT2_OVERRIDES:
+                raise ValueError(f"{key} is not a CTranslate2 generation setting")
+            options[CT2_OVERRIDES[key]] = value
+        options["max_decoding_length"] = min(max_new_tokens or self.max_len, self.max_len)
+        return options
+
+    def _text(self, tokens: list[str]) -> str:
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def generate(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, **overrides) -> list[str]:
+        return [a.text for a in self.answer(prompts, search_type, max_new_tokens, batch_size, **overrides)]
+
+    def answer(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, **overrides) -> list[Answer]:
+        options = self._options(search_type, max_new_tokens, overrides)
+        results = self.translator.translate_batch(
+            [self._source(p) for p in prompts], max_batch_size=batch_size, return_end_token=True, **options
+        )
+        answers = []
+        for result in results:
+            tokens = result.hypotheses[0]
+            ended = bool(tokens) and tokens[-1] == self.eos_token
+            answers.append(Answer(self._text(tokens), len(tokens), ended))
+        return answers
+
+    def stream(self, prompt, on_text, search_type="greedy", max_new_tokens=None, cancelled=None, **overrides):
+        """One answer, text handed to `on_text` as it is produced; stops (GenerationCancelled) once `cancelled`
+        is set. Text is handed over when it decodes cleanly (a character split over byte tokens waits)."""
+        options = self._options(search_type, max_new_tokens, overrides)
+        if options.pop("beam_size", 1) > 1:
+            raise ValueError("CTranslate2 streams greedy and sampling search only")
+        source = self._source(prompt)
+        started, first_at, ids, sent, ended = time.perf_counter(), None, [], "", False
+        steps = self.translator.generate_tokens(source, **options)
+        try:
+            for step in steps:
+                if cancelled is not None and cancelled.is_set():
+                    raise GenerationCancelled
+                if first_at is None:
+                    first_at = time.perf_counter()
+                if step.token == self.eos_token:
+                    ended = True
+                    break
+                ids.append(step.token_id)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(sent):
+                    on_text(text[len(sent) :])
+                    sent = text
+        finally:
+            steps.close()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if len(text) > len(sent):
+            on_text(text[len(sent) :])
+        return Generation(
+            text=text.strip(),
+            prompt_tokens=len(source),
+            completion_tokens=len(ids) + int(ended),
+            seconds=time.perf_counter() - started,
+            first_token_seconds=None if first_at is None else first_at - started,
             finish_reason="stop" if ended else "length",
         )

@@ -7,7 +7,7 @@ block of several lines.
 
 import argparse
 
-from sccl_hf.engine import Engine
+from sccl_hf.engine import load_engine
 from sccl_hf.model_folder import existing_model_folder, resolve_model_argument
 from sccl_hf.prompt import render_prompt
 
@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search-type", choices=SEARCH_TYPES, default="greedy")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--engine", choices=["torch", "ct2"], default="torch", help="ct2: a folder from export_ct2")
     args = parser.parse_args(argv)
     args.model = resolve_model_argument(parser, args.model, args.hub)
 
-    engine = Engine.load(args.model, args.device)
-    model = engine.model
+    engine = load_engine(args.model, args.device, args.engine)
     search_type, max_new_tokens = args.search_type, args.max_new_tokens
-    print(f"model {args.model} on {model.device} ({model.dtype}); search {search_type}; {HELP}", flush=True)
+    print(f"model {args.model}, {engine.description}; search {search_type}; {HELP}", flush=True)
     while (message := read_message()) is not None:
         command, *rest = message.strip().split() or [""]
         if command == "/exit":

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from sccl_hf.engine import Engine, GenerationCancelled
+from sccl_hf.engine import Engine, GenerationCancelled, load_engine
 from sccl_hf.model_folder import existing_model_folder, resolve_model_argument
 from sccl_hf.prompt import PromptError, render_prompt
 
@@ -343,9 +343,10 @@ def create_app(
     workers: int = 2,
     device: str = "auto",
     body_timeout: float = 30.0,
+    engine_name: str = "torch",
 ) -> FastAPI:
-    engine = Engine.load(model_dir, device)
-    if engine.model.device.type == "cpu":
+    engine = load_engine(model_dir, device, engine_name)
+    if engine.device_type == "cpu" and engine_name == "torch":
         # Workers share the cores: each generation gets its share of threads instead of all of them competing.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     worker = ModelWorker(engine, search_type, workers)
@@ -588,10 +589,13 @@ def main(argv: list[str] | None = None) -> None:
         help="answers generated at once; later ones wait (default: cores, at most 4)",
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", choices=["torch", "ct2"], default="torch", help="ct2: a folder from export_ct2")
     parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers")
     parser.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request's body")
     args = parser.parse_args(argv)
     args.model = resolve_model_argument(parser, args.model, args.hub)
-    app = create_app(args.model, args.api_key, args.search_type, args.workers, args.device, args.body_timeout)
+    app = create_app(
+        args.model, args.api_key, args.search_type, args.workers, args.device, args.body_timeout, args.engine
+    )
     HeaderTimeoutProtocol.header_timeout = args.header_timeout
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=HeaderTimeoutProtocol)

@@ -24,6 +24,7 @@ class GenerationEvalArguments:
     batch_size: int = 32
     max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
     device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
+    engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
 
     def __post_init__(self):
         from sccl_hf.model_folder import model_reference_problem
@@ -41,7 +42,7 @@ RECIPE_ARGUMENTS = (GenerationEvalArguments,)
 def main(args: GenerationEvalArguments) -> dict:
     import json
 
-    from sccl_hf.engine import Engine
+    from sccl_hf.engine import load_engine
     from sccl_hf.metrics import bleu4_chars, exact_match, markdown_table, normalize_answer, rouge_l_chars
     from sccl_hf.tables import load_table
 
@@ -50,7 +51,7 @@ def main(args: GenerationEvalArguments) -> dict:
     if args.max_rows:
         rows = rows[: args.max_rows]
     # 3. model
-    engine = Engine.load(args.model_name_or_path, args.device)
+    engine = load_engine(args.model_name_or_path, args.device, args.engine)
     # 4. work
     print(f"eval_gen: answering {len(rows)} prompts in batches of {args.batch_size} ...", flush=True)
     answers = engine.answer(

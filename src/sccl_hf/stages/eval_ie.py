@@ -24,6 +24,7 @@ class TripleEvalArguments:
     batch_size: int = 32
     max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
     device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
+    engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
 
     def __post_init__(self):
         from sccl_hf.model_folder import model_reference_problem
@@ -42,7 +43,7 @@ def main(args: TripleEvalArguments) -> dict:
     import json
     import logging
 
-    from sccl_hf.engine import Engine
+    from sccl_hf.engine import load_engine
     from sccl_hf.metrics import markdown_table
     from sccl_hf.tables import load_table
     from sccl_hf.triples import TripleScores, parse_triples, status_counts
@@ -58,7 +59,7 @@ def main(args: TripleEvalArguments) -> dict:
             "eval_ie: %d reference responses are not well-formed [(s,p,o),...]", unreadable
         )
     # 3. model
-    engine = Engine.load(args.model_name_or_path, args.device)
+    engine = load_engine(args.model_name_or_path, args.device, args.engine)
     # 4. work
     print(f"eval_ie: extracting triples from {len(rows)} sentences in batches of {args.batch_size} ...", flush=True)
     answers = engine.answer(

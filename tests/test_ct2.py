@@ -1,0 +1,60 @@
+"""The CTranslate2 engine: export, the same greedy answers as the torch engine at float32, and the apps on it."""
+
+import pytest
+
+from conftest import ROOT
+from sccl_hf.stages import run_recipe
+
+
+@pytest.fixture(scope="module")
+def ct2_dirs(tmp_path_factory, trained_model_dir):
+    out = {}
+    for quantization in ("float32", "int8"):
+        folder = tmp_path_factory.mktemp(f"ct2_{quantization}")
+        run_recipe(ROOT / "recipes/demo/export_ct2.yaml", ["--model_dir", str(trained_model_dir), "--output_dir",
+                                                           str(folder), "--quantization", quantization])  # fmt: skip
+        out[quantization] = folder
+    return out
+
+
+def test_float32_greedy_answers_equal_the_torch_engine_token_for_token(ct2_dirs, trained_model_dir, demo_data):
+    import pyarrow.parquet as pq
+
+    from sccl_hf.engine import Engine, load_engine
+
+    prompts = pq.read_table(demo_data["held_out"]).column("prompt").to_pylist()
+    prompts += ["浙江的省会是哪里？", "大的反义词是什么？", "3加5等于多少？", "把37写成汉字。"]
+    torch_engine, ct2_engine = Engine.load(trained_model_dir, "cpu"), load_engine(ct2_dirs["float32"], "cpu")
+    expected = torch_engine.answer(prompts, max_new_tokens=24)
+    got = ct2_engine.answer(prompts, max_new_tokens=24)
+    assert [(a.text, a.tokens, a.ended) for a in got] == [(a.text, a.tokens, a.ended) for a in expected]
+    assert any(a.ended for a in got) and got[-4].text == "杭州"
+    int8 = load_engine(ct2_dirs["int8"], "cpu").generate(prompts, max_new_tokens=24)
+    agreement = sum(a == b.text for a, b in zip(int8, expected)) / len(prompts)
+    assert agreement > 0.5  # reported by benchmarks/bench_generation.py; here only a sanity floor
+
+
+def test_streaming_on_ct2_matches_its_batch_answer_and_stops_when_cancelled(ct2_dirs):
+    import threading
+
+    from sccl_hf.engine import GenerationCancelled, load_engine
+
+    engine = load_engine(ct2_dirs["float32"], "cpu")
+    pieces = []
+    result = engine.stream("浙江的省会是哪里？", pieces.append, max_new_tokens=24)
+    assert "".join(pieces).strip() == result.text == engine.generate(["浙江的省会是哪里？"], max_new_tokens=24)[0]
+    assert result.finish_reason == "stop" and result.completion_tokens >= 2
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(GenerationCancelled):
+        engine.stream("浙江的省会是哪里？", pieces.append, max_new_tokens=24, cancelled=cancelled)
+
+
+def test_eval_gen_and_a_torch_folder_with_engine_ct2(ct2_dirs, trained_model_dir, fixed_rows_file, tmp_path):
+    recipe = tmp_path / "gen.yaml"
+    recipe.write_text(f"stage: eval_gen\nmodel_name_or_path: {ct2_dirs['float32']}\neval_files: [{fixed_rows_file}]\n")
+    results = run_recipe(recipe, ["--output_dir", str(tmp_path / "out"), "--engine", "ct2"])
+    assert results["exact_match"] == 1.0
+    with pytest.raises(SystemExit):  # a torch model folder is not a CTranslate2 folder: a one-line error
+        run_recipe(recipe, ["--output_dir", str(tmp_path / "out2"), "--engine", "ct2",
+                            "--model_name_or_path", str(trained_model_dir)])  # fmt: skip
