@@ -60,6 +60,9 @@ class TextToTextModel(T5ForConditionalGeneration):
             raise ValueError(f"search_type must be one of {sorted(SEARCH_SETTINGS)}, got {search_type!r}")
         settings = {**SEARCH_SETTINGS[search_type], **overrides}
         if search_type == "contrastive":
+            unsupported = set(overrides) - {"penalty_alpha", "top_k"}
+            if unsupported:
+                raise ValueError(f"contrastive search takes penalty_alpha and top_k only, not {sorted(unsupported)}")
             return self._contrastive_search(
                 input_ids, attention_mask, max_seq_len, settings["penalty_alpha"], settings["top_k"], streamer
             )

@@ -58,3 +58,20 @@ def test_eval_gen_and_a_torch_folder_with_engine_ct2(ct2_dirs, trained_model_dir
     with pytest.raises(SystemExit):  # a torch model folder is not a CTranslate2 folder: a one-line error
         run_recipe(recipe, ["--output_dir", str(tmp_path / "out2"), "--engine", "ct2",
                             "--model_name_or_path", str(trained_model_dir)])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_serve_with_the_ct2_engine(ct2_dirs):
+    from openai import OpenAI
+
+    from sccl_hf.apps.serve import LocalServer
+
+    with LocalServer(ct2_dirs["float32"], "--engine", "ct2") as server:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+        messages = [{"role": "user", "content": "浙江的省会是哪里？"}]
+        assert (
+            client.chat.completions.create(model="any", messages=messages, temperature=0).choices[0].message.content
+            == "杭州"
+        )
+        stream = client.chat.completions.create(model="any", messages=messages, temperature=0, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == "杭州"

@@ -196,3 +196,30 @@ def test_closing_a_stream_stops_its_generation(tiny_model_dir):
     asyncio.run(read_one_piece_then_leave())
     assert decoder_steps < 20  # a full answer takes 60 decoder steps
     worker.executor.shutdown()
+
+
+def test_frequency_and_presence_penalties_reach_generation(server, tiny_model_dir):
+    from sccl_hf.apps.serve import repetition_controls
+    from sccl_hf.engine import Engine
+
+    assert repetition_controls(0, 0) == {} and repetition_controls(-1, -1) == {}
+    assert repetition_controls(2, 1) == {"no_repeat_ngram_size": 2, "repetition_penalty": 1.5}
+    # A random model repeats itself; with 2-grams blocked, no pair of tokens comes twice.
+    engine = Engine.load(tiny_model_dir, "cpu")
+    batch = engine.tokenizer(["浙江的省会是哪里？"], return_tensors="pt")
+
+    def generated(**controls):
+        output = engine.model.my_generate(batch["input_ids"], batch["attention_mask"], max_seq_len=40,
+                                          search_type="greedy", **controls)[0, 1:].tolist()  # fmt: skip
+        return list(zip(output, output[1:]))
+
+    blocked, plain = generated(no_repeat_ngram_size=2), generated()
+    assert len(blocked) > 5 and len(set(blocked)) == len(blocked)
+    assert len(set(plain)) < len(plain)  # ... and without it, it does repeat
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused")
+    completion = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "浙江的省会是哪里？"}],
+                                                temperature=0, frequency_penalty=1.0, presence_penalty=0.4)  # fmt: skip
+    assert completion.choices[0].message.content == "杭州"
+    bad = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": "你好"}],
+                                                            "presence_penalty": 3})  # fmt: skip
+    assert bad.status_code == 400 and "presence_penalty" in bad.text

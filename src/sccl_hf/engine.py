@@ -99,17 +99,28 @@ class Engine:
         return min(max_new_tokens or self.max_len, self.max_len)
 
     def generate(
-        self, prompts: list[str], search_type: str = "greedy", max_new_tokens: int | None = None, batch_size: int = 32
+        self,
+        prompts: list[str],
+        search_type: str = "greedy",
+        max_new_tokens: int | None = None,
+        batch_size: int = 32,
+        **overrides,
     ) -> list[str]:
         """Answers to `prompts`, decoded without special tokens, in batches of `batch_size`."""
-        return [answer.text for answer in self.answer(prompts, search_type, max_new_tokens, batch_size)]
+        return [a.text for a in self.answer(prompts, search_type, max_new_tokens, batch_size, **overrides)]
 
     @torch.no_grad()
     def answer(
-        self, prompts: list[str], search_type: str = "greedy", max_new_tokens: int | None = None, batch_size: int = 32
+        self,
+        prompts: list[str],
+        search_type: str = "greedy",
+        max_new_tokens: int | None = None,
+        batch_size: int = 32,
+        **overrides,
     ) -> list["Answer"]:
         """Answers to `prompts` with their token counts and whether each ended in `[EOS]` (else it was cut at
-        `max_new_tokens`), in batches of `batch_size`."""
+        `max_new_tokens`), in batches of `batch_size`. `overrides` replace the search type's settings
+        (temperature, top_p, repetition_penalty, no_repeat_ngram_size, ...)."""
         answers = []
         eos, pad = self.model.config.eos_token_id, self.model.config.pad_token_id
         for start in range(0, len(prompts), batch_size):
@@ -125,6 +136,7 @@ class Engine:
                 batch["attention_mask"],
                 max_seq_len=self._new_tokens(max_new_tokens),
                 search_type=search_type,
+                **overrides,
             )
             texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
             for text, ids in zip(texts, output[:, 1:].tolist()):  # [:, 1:]: the decoder start token is [PAD]

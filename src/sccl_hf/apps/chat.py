@@ -46,11 +46,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--engine", choices=["torch", "ct2"], default="torch", help="ct2: a folder from export_ct2")
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=None, help="e.g. 1.2: tokens already said are less likely"
+    )
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=None, help="e.g. 3: never repeat a 3-gram")
     args = parser.parse_args(argv)
     args.model = resolve_model_argument(parser, args.model, args.hub)
 
     engine = load_engine(args.model, args.device, args.engine)
     search_type, max_new_tokens = args.search_type, args.max_new_tokens
+    controls = {k: v for k, v in (("repetition_penalty", args.repetition_penalty),
+                                  ("no_repeat_ngram_size", args.no_repeat_ngram_size)) if v is not None}  # fmt: skip
     print(f"model {args.model}, {engine.description}; search {search_type}; {HELP}", flush=True)
     while (message := read_message()) is not None:
         command, *rest = message.strip().split() or [""]
@@ -71,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         elif message.strip():
             print("模型: ", end="", flush=True)
             prompt = render_prompt([{"role": "user", "content": message}])
-            result = engine.stream(prompt, lambda text: print(text, end="", flush=True), search_type, max_new_tokens)
+            result = engine.stream(
+                prompt, lambda text: print(text, end="", flush=True), search_type, max_new_tokens, **controls
+            )
             print(
                 f"\n[{result.completion_tokens} tokens, {result.tokens_per_second:.1f} tokens/s, {search_type}]",
                 flush=True,

@@ -98,6 +98,8 @@ class CompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2, allow_inf_nan=False)
     top_p: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2, allow_inf_nan=False)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2, allow_inf_nan=False)
     stop: str | list[str] | None = Field(default=None)
     stream: bool = False
     n: int = 1
@@ -109,6 +111,16 @@ class CompletionRequest(BaseModel):
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop: up to 4 non-empty strings")
         return [_encodable(s, "stop") for s in stops]
+
+
+def repetition_controls(frequency: float, presence: float) -> dict:
+    """OpenAI's frequency and presence penalties as transformers' generation settings (see ModelWorker.settings)."""
+    controls = {}
+    if presence > 0:
+        controls["repetition_penalty"] = 1 + presence / 2
+    if frequency > 0:
+        controls["no_repeat_ngram_size"] = max(2, 5 - round(frequency * 1.5))
+    return controls
 
 
 def conversation_prompt(messages: list[Message], fits) -> str:
@@ -185,13 +197,21 @@ class ModelWorker:
                 400, f"the prompt is {length} tokens long; this model takes at most {self.max_seq_len}", param=param
             )
 
-    def settings(self, temperature: float | None = None, top_p: float | None = None) -> dict:
-        """OpenAI semantics: temperature 0 (or close to it) is greedy; otherwise sampling at that temperature."""
+    def settings(
+        self, temperature: float | None = None, top_p: float | None = None, frequency: float = 0, presence: float = 0
+    ) -> dict:
+        """OpenAI semantics: temperature 0 (or close to it) is greedy; otherwise sampling at that temperature.
+        The penalties map onto transformers' repetition controls: a positive presence penalty is a
+        `repetition_penalty` of 1 + penalty / 2 (every token already in the answer is made less likely, as
+        presence does); a positive frequency penalty blocks repeated n-grams, from 4-grams at 0.5 down to
+        2-grams at 2 (transformers has no count-based penalty). Zero or negative: no control."""
         if temperature is None:
-            return {"search_type": self.search_type}
-        if temperature < GREEDY_BELOW:
-            return {"search_type": "greedy"}
-        return {"search_type": "sampling", "temperature": temperature, "top_p": top_p}
+            settings = {"search_type": self.search_type}
+        elif temperature < GREEDY_BELOW:
+            settings = {"search_type": "greedy"}
+        else:
+            settings = {"search_type": "sampling", "temperature": temperature, "top_p": top_p}
+        return {**settings, **repetition_controls(frequency, presence)}
 
     async def stream(self, prompt: str, max_new_tokens: int, cancelled: threading.Event | None = None, **settings):
         """Yield text pieces as they are generated, then the finished `Generation` (None when cancelled, the
@@ -435,7 +455,7 @@ def create_app(
         prompt = await worker.off_loop(prepare, body)
         # An oversized max_tokens is clamped to what the model was trained for.
         max_new_tokens = min(body.max_completion_tokens or body.max_tokens or worker.max_seq_len, worker.max_seq_len)
-        settings = worker.settings(body.temperature, body.top_p)
+        settings = worker.settings(body.temperature, body.top_p, body.frequency_penalty, body.presence_penalty)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": completion_id, "created": created, "model": model_name}
 
