@@ -129,21 +129,14 @@ def test_streaming_gives_two_processes_disjoint_shards(tokenizer_dir, tmp_path):
 
 
 def test_two_process_streaming_pretrain_saves_a_model(tokenizer_dir, demo_data, tmp_path):
-    result = accelerate_launch(
-        29518,
-        str(ROOT / "recipes" / "run.py"),
-        str(DEMO / "pretrain.yaml"),
-        "--preset",
-        "tiny",
-        "--tokenizer_dir",
-        str(tokenizer_dir),
-        "--train_files",
-        str(demo_data["pretrain"]),
-        "--streaming",
-        "true",
-        *quick(tmp_path, 4),
-    )
+    """Launched the way users launch with a preset: sccl run ... --accelerate_config cpu_two_processes."""
+    command = [sys.executable, "-m", "sccl_hf.cli", "run", str(DEMO / "pretrain.yaml"), "--accelerate_config",
+               "cpu_two_processes", "--main_process_port", "29518", "--preset", "tiny", "--tokenizer_dir",
+               str(tokenizer_dir), "--train_files", str(demo_data["pretrain"]), "--streaming", "true",
+               *quick(tmp_path, 4)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "launch: cpu_two_processes (2 processes)" in result.stdout
     vocab_size = load_model(tmp_path).config.vocab_size
     # One writer (process 0 of 2, not two processes that each think they are 0 of 1) ...
     assert [step for step, _ in logged(tmp_path)] == [1, 2, 3, 4]

@@ -20,7 +20,8 @@ def run_command(argv: list[str]):
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
-        help="run a recipe: sccl run recipes/demo/sft.yaml [--key value ...] (--help: the stage's keys)",
+        help="run a recipe: sccl run recipes/demo/sft.yaml [--key value ...] (--help: the stage's keys); "
+        "--accelerate_config NAME [--num_processes N] launches it through accelerate with a preset",
         add_help=False,
     )
     run.add_argument("recipe", nargs="?")
@@ -57,6 +58,23 @@ def run_command(argv: list[str]):
                 f"--key value overrides a field.\nstages: {', '.join(stage_names())}"
             )
             raise SystemExit(0 if args.recipe else 2)
+        from sccl_hf.errors import RecipeError
+        from sccl_hf.launch import launch, split_launcher_options
+
+        try:
+            preset, numbers, rest = split_launcher_options(rest)
+        except RecipeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+        if preset:  # through accelerate launch with a preset: a separate process per device
+            try:
+                status = launch(args.recipe, rest, preset, numbers)
+            except RecipeError as error:
+                print(f"error: {error}", file=sys.stderr)
+                raise SystemExit(2) from error
+            if status:
+                raise SystemExit(status)
+            return None
         from sccl_hf.stages import run_recipe
 
         return run_recipe(args.recipe, rest)
