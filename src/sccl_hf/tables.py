@@ -203,9 +203,38 @@ def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", r
     return tokenize
 
 
-def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, seed: int):
-    """(train, eval or None): tokenized prompt/response rows of the recipe's train_files and eval_files."""
+def group_by_length(batch_size: int, seed: int):
+    """A batched map function that reorders a buffer of tokenized rows so that each run of `batch_size` rows
+    has similar lengths: the rows sorted by length, cut into batches, the batches shuffled.
+    The Trainer's data loader takes consecutive rows, so its batches are these (dynamic padding then pads little).
+
+    For streamed data, where the Trainer's own `group_by_length` (a sampler over an in-memory table) cannot work.
+    Written here because `datasets` has no length grouping for iterable datasets."""
+    import random
+
+    calls = iter(range(1 << 62))
+
+    def reorder(batch: dict) -> dict:
+        rng = random.Random(seed * 1_000_003 + next(calls))
+        # Prompt length in steps of 16 tokens, then response length: both sides of a batch end up close (sorting by
+        # the pair itself leaves responses of every length under one prompt length; by their sum, neither side).
+        lengths = [(len(i) // 16, len(label)) for i, label in zip(batch["input_ids"], batch["labels"])]
+        order = sorted(range(len(lengths)), key=lambda k: (lengths[k], rng.random()))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        rng.shuffle(batches)
+        order = [k for b in batches for k in b]
+        return {key: [values[k] for k in order] for key, values in batch.items()}
+
+    return reorder
+
+
+def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, seed: int, group_batch_size: int | None = None):
+    """(train, eval or None): tokenized prompt/response rows of the recipe's train_files and eval_files.
+    `group_batch_size`: a streamed training set is grouped by length inside each `buffer_size` rows."""
     train = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, max_seq_len, seed=seed)
+    if group_batch_size and data_args.streaming:
+        group_rows = max(group_batch_size, data_args.buffer_size // group_batch_size * group_batch_size)
+        train = train.map(group_by_length(group_batch_size, seed), batched=True, batch_size=group_rows)
     evaluation = None
     if data_args.eval_paths:
         evaluation = load_seq2seq_dataset(

@@ -35,7 +35,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     tokenizer = models.load_tokenizer(model_args.tokenizer_dir or model_args.model_name_or_path)
     config = models.load_config(model_args.model_name_or_path)
     max_seq_len = models.training_max_len(config, data_args.max_seq_len)
-    train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, max_seq_len, seed=training_args.seed)
+    group = training_args.per_device_train_batch_size if training_args.group_by_length else None
+    train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, max_seq_len, training_args.seed, group)
 
     # 3. model
     model = models.load_model(model_args.model_name_or_path, config=config)
