@@ -30,7 +30,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     else:
         config = models.build_config(model_args.preset, tokenizer, dropout_rate=model_args.dropout_rate)
     max_seq_len = models.training_max_len(config, data_args.max_seq_len)
-    group = training_args.per_device_train_batch_size if training_args.group_by_length else None
+    grouped = training_args.train_sampling_strategy == "group_by_length"  # a stream: grouped by us, in tables
+    group = training_args.per_device_train_batch_size if grouped else None
     train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, max_seq_len, training_args.seed, group)
 
     # 3. model: a new model from the preset, or the saved one to continue

@@ -1,0 +1,87 @@
+"""Memory and time of one training step of the 0.2B preset at ChatLM-mini-Chinese's sequence length (320), fp32
+and bf16, with and without gradient checkpointing, on the device at hand (CPU here; a GPU where one is lent).
+
+    python benchmarks/bench_memory_0p2b.py [--batch-size 4] [--device auto] [--steps 2]
+
+Each setting runs in a fresh process (peak memory is per process): a random-init `chatlm-0.2b` model
+(vocabulary 29,298), AdamW, prompts and responses of the full 320 tokens. Reported per setting: peak memory
+(CUDA: max allocated; CPU: peak RSS minus the process's RSS before the model was built), seconds per step
+(the mean over `--steps` after a warm-up step), and tokens per second. Prints JSON, then markdown rows.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time
+import psutil, torch
+from configuration_chat_model import TextToTextModelConfig
+from modeling_chat_model import TextToTextModel
+from sccl_hf.model import PRESETS
+batch, length, steps, dtype, checkpointing, device = sys.argv[1:]
+batch, length, steps, checkpointing = int(batch), int(length), int(steps), checkpointing == "1"
+if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+before = psutil.Process().memory_info().rss
+torch.manual_seed(0)
+config = TextToTextModelConfig(vocab_size=29_298, max_seq_len=length, dropout_rate=0.0, **PRESETS["chatlm-0.2b"])
+model = TextToTextModel(config).to(device).train()
+if checkpointing:
+    model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+ids = torch.randint(10, 29_298, (batch, length), device=device)
+autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+def step():
+    with autocast:
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+step()
+times = []
+for _ in range(steps):
+    started = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - started)
+if device == "cuda":
+    peak = torch.cuda.max_memory_allocated() / 2**20
+else:
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / 2**20
+seconds = sum(times) / len(times)
+print(json.dumps({"device": device, "peak_mb": round(peak), "seconds_per_step": round(seconds, 2),
+                  "tokens_per_second": round(2 * batch * length / seconds, 1)}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--length", type=int, default=320)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    results = {}
+    for dtype in ("fp32", "bf16"):
+        for checkpointing in ("0", "1"):
+            name = f"{dtype}{', gradient checkpointing' if checkpointing == '1' else ''}"
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.batch_size), str(args.length),
+                                  str(args.steps), dtype, checkpointing, args.device],
+                                 capture_output=True, text=True, timeout=3600)  # fmt: skip
+            if out.returncode:
+                results[name] = {"error": out.stderr.strip().splitlines()[-1]}
+                continue
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps({"batch_size": args.batch_size, "length": args.length, "results": results}, indent=2))
+    for name, r in results.items():
+        if "error" not in r:
+            print(f"| 0.2B, batch {args.batch_size} x {args.length}, {name} | {r['device']} | {r['peak_mb']:,} MB | "
+                  f"{r['seconds_per_step']} s/step | {r['tokens_per_second']} tokens/s |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
