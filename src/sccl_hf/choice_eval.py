@@ -127,9 +127,10 @@ def check_choice_tokens(tokenizer, method: str) -> dict[str, list[int]]:
     return encodings
 
 
-def harness_model(model, tokenizer, method: str, batch_size: int, max_length: int):
-    """The harness's HF model in seq2seq mode around an already loaded model; `first_token` scores only the
-    first token of each choice."""
+def harness_model(model_dir, tokenizer, method: str, batch_size: int, max_length: int, device: str, dtype, loaded=None):
+    """The harness's HF model in seq2seq mode. The first call loads the model folder itself
+    (`AutoModelForSeq2SeqLM` with `trust_remote_code`, the folder's own code); pass its `.model` as `loaded` to
+    reuse it. `first_token` scores only the first token of each choice."""
     from lm_eval.models.huggingface import HFLM
 
     # The harness warns once per task (custom datasets) and about a model passed as an object: expected here.
@@ -142,7 +143,10 @@ def harness_model(model, tokenizer, method: str, batch_size: int, max_length: in
             return context_enc, continuation_enc[:1]
 
     cls = FirstTokenHFLM if method == "first_token" else HFLM
-    return cls(pretrained=model, tokenizer=tokenizer, backend="seq2seq", batch_size=batch_size, max_length=max_length)
+    common = dict(tokenizer=tokenizer, backend="seq2seq", batch_size=batch_size, max_length=max_length)
+    if loaded is not None:
+        return cls(pretrained=loaded, **common)
+    return cls(pretrained=str(model_dir), trust_remote_code=True, device=device, dtype=dtype, **common)
 
 
 @dataclass

@@ -66,7 +66,8 @@ def main(args: ChoiceEvalArguments) -> dict:
 
     from sccl_hf import choice_eval
     from sccl_hf.engine import pick_device
-    from sccl_hf.model import load_model, load_tokenizer, model_max_len
+    from sccl_hf.model import load_config, load_tokenizer, model_max_len
+    from sccl_hf.model_folder import local_model_dir
 
     benchmark = choice_eval.BENCHMARKS[args.benchmark]
     # 2. inputs: one harness task per subject, and the share of each right answer (what a one-letter model scores)
@@ -77,10 +78,12 @@ def main(args: ChoiceEvalArguments) -> dict:
     for subject in args.subjects:
         rows = choice_eval.read_questions(choice_eval.subject_file(args.data_dir, args.split, subject))
         answers.update(r["answer"] for r in rows[: args.max_questions or None])
-    # 3. model
+    # 3. model: the harness loads the folder (a hub id is downloaded first); our loader checks the tokenizer
     device, dtype = pick_device(args.device)
-    model = load_model(args.model_name_or_path, dtype=dtype).to(device).eval()
-    tokenizer = load_tokenizer(args.model_name_or_path)
+    model_dir = local_model_dir(args.model_name_or_path)
+    tokenizer = load_tokenizer(model_dir)
+    max_len = model_max_len(load_config(model_dir))
+    loaded = None
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     results = {
@@ -95,7 +98,10 @@ def main(args: ChoiceEvalArguments) -> dict:
     for method in args.methods:
         results["choice_tokens"] = choice_eval.check_choice_tokens(tokenizer, method)
         print(f"eval_choice: {args.benchmark} {args.split}, {len(tasks)} subjects, {args.num_fewshot}-shot, {method}")
-        lm = choice_eval.harness_model(model, tokenizer, method, args.batch_size, model_max_len(model.config))
+        lm = choice_eval.harness_model(
+            model_dir, tokenizer, method, args.batch_size, max_len, str(device), dtype, loaded
+        )
+        loaded = lm.model
         samples, _ = choice_eval.run_harness(lm, tasks, args.num_fewshot, args.max_questions or None, args.seed)
         subjects, truncated = [], 0
         with open(output / f"predictions_{method}.jsonl", "w", encoding="utf-8") as f:
@@ -104,7 +110,7 @@ def main(args: ChoiceEvalArguments) -> dict:
                 for row in rows:
                     scores = [float(r[0]) for r in row["filtered_resps"]]
                     prompt = row["arguments"][0][0]
-                    truncated += len(tokenizer(prompt)["input_ids"]) > model_max_len(model.config)
+                    truncated += len(tokenizer(prompt)["input_ids"]) > max_len
                     chosen = choice_eval.LETTERS[scores.index(max(scores))]
                     record = {
                         "subject": subject,
