@@ -4,9 +4,11 @@
 - `POST /v1/chat/completions` (OpenAI-compatible, with server-sent-event streaming), `GET /v1/models`,
   `GET /health`, the chat page at `/`, and `/docs` with `/openapi.json` (behind the key when there is one).
 
-Generation runs in a pool of worker threads, never on the event loop, and so does every other piece of work
-for a request (rendering and tokenizing the prompt): up to `--workers` answers are generated at once, later
-requests wait their turn, and `/health` answers meanwhile. A client that goes away, streaming or not, stops its
+Greedy and sampling requests share one decoding loop (`sccl_hf/batching.py`, `--batch-size` rows at most): a
+request joins the running batch between two decoding steps and leaves it when its answer ends or its client goes
+away. Beam and contrastive search, the CTranslate2 engine and `--batch-size 1` run each answer on its own in a
+pool of `--workers` threads. Nothing runs on the event loop (rendering and tokenizing the prompt included), and
+`/health` answers meanwhile. A client that goes away, streaming or not, stops its
 generation at the next decoding step. Bad requests get OpenAI's error shape with a 4xx, never a traceback;
 request bodies are capped (chunked ones too) and must arrive in time, and so must request headers.
 """
@@ -175,10 +177,17 @@ class StopSequences:
 class ModelWorker:
     """Runs generations in worker threads and hands their text to the event loop."""
 
-    def __init__(self, engine: Engine, search_type: str, workers: int):
+    def __init__(self, engine: Engine, search_type: str, workers: int, batch_size: int = 1):
         self.engine, self.search_type = engine, search_type
         self.max_seq_len = engine.max_len
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
+        self.batcher = None
+        if batch_size > 1 and isinstance(engine, Engine):
+            from sccl_hf.batching import BatchedGenerator
+
+            self.batcher = BatchedGenerator(engine.model, engine.tokenizer, engine.max_len, batch_size)
+            # each batched request waits for its answer in a thread of its own (the decoding loop does the work)
+            self.waiters = ThreadPoolExecutor(max_workers=batch_size, thread_name_prefix="batched")
         self.preparer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")  # tokenizing, off the loop
         self.running, self._running_lock = 0, threading.Lock()  # generations in progress (for /health)
 
@@ -223,7 +232,8 @@ class ModelWorker:
             with self._running_lock:
                 self.running += 1
             try:
-                result = self.engine.stream(
+                generate = self.batcher.submit if batched else self.engine.stream
+                result = generate(
                     prompt,
                     lambda text: loop.call_soon_threadsafe(queue.put_nowait, text),
                     max_new_tokens=max_new_tokens,
@@ -239,7 +249,8 @@ class ModelWorker:
                     self.running -= 1
             loop.call_soon_threadsafe(queue.put_nowait, result)
 
-        self.executor.submit(run)
+        batched = self.batcher is not None and settings.get("search_type") in ("greedy", "sampling")
+        (self.waiters if batched else self.executor).submit(run)
         try:
             while True:
                 item = await queue.get()
@@ -364,12 +375,14 @@ def create_app(
     device: str = "auto",
     body_timeout: float = 30.0,
     engine_name: str = "torch",
+    batch_size: int = 16,
 ) -> FastAPI:
     engine = load_engine(model_dir, device, engine_name)
-    if engine.device_type == "cpu" and engine_name == "torch":
+    batching = batch_size > 1 and engine_name == "torch" and search_type in ("greedy", "sampling")
+    if engine.device_type == "cpu" and engine_name == "torch" and not batching:
         # Workers share the cores: each generation gets its share of threads instead of all of them competing.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    worker = ModelWorker(engine, search_type, workers)
+    worker = ModelWorker(engine, search_type, workers, batch_size if engine_name == "torch" else 1)
     model_name = Path(model_dir).resolve().name
     # /docs and /openapi.json are routes of our own below, so that the API key guards them too.
     app = FastAPI(
@@ -608,6 +621,12 @@ def main(argv: list[str] | None = None) -> None:
         default=min(4, os.cpu_count() or 1),
         help="answers generated at once; later ones wait (default: cores, at most 4)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=16,
+        help="greedy and sampling requests decoded together, joining and leaving between steps (1: one at a time)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--engine", choices=["torch", "ct2"], default="torch", help="ct2: a folder from export_ct2")
     parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers")
@@ -615,7 +634,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.model = resolve_model_argument(parser, args.model, args.hub)
     app = create_app(
-        args.model, args.api_key, args.search_type, args.workers, args.device, args.body_timeout, args.engine
+        args.model,
+        args.api_key,
+        args.search_type,
+        args.workers,
+        args.device,
+        args.body_timeout,
+        args.engine,
+        args.batch_size,
     )
     HeaderTimeoutProtocol.header_timeout = args.header_timeout
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=HeaderTimeoutProtocol)

@@ -1,0 +1,295 @@
+"""Continuous batching for serving: one decoding loop answers every request at once, and requests join and
+leave the running batch between decoding steps.
+
+Written here because transformers' `generate` decodes a fixed batch from start to end, and the serving engines
+that batch continuously (vLLM, TGI) do not run this encoder-decoder model on a CPU.
+
+How the batch is kept:
+
+- Each request's encoder runs once, when it joins. The cross-attention keys and values of every decoder layer
+  are then computed from its encoder output and kept. In the batch they are padded on the right, up to the
+  longest prompt, and the padding is masked.
+- The decoder's self-attention cache holds one row per request, padded on the left. Every row's newest token is
+  at the same, last position. T5's relative position bias depends only on the distance between query and key,
+  so each row sees the same distances as it would alone, and the padding is masked. A joining row starts as all
+  padding, and the row of a request that left is dropped.
+- One step runs the decoder on every row's last token. Then each row picks its next token with its own settings:
+  greedy, or sampling with its temperature, top-k and top-p, each optionally with repetition_penalty and
+  no_repeat_ngram_size.
+
+Greedy answers are the ones `my_generate` gives for the request alone. Beam and contrastive search are not
+batched; the server runs them on their own, as before.
+"""
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from sccl_hf.engine import Generation
+
+BATCHED_SEARCH = ("greedy", "sampling")
+SAMPLING_DEFAULTS = dict(top_k=50, top_p=0.8, temperature=0.98, no_repeat_ngram_size=4)  # my_generate's `sampling`
+
+
+@dataclass
+class Request:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    on_text: object  # called with each new piece of text
+    settings: dict
+    cancelled: threading.Event
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Generation | None = None
+    error: BaseException | None = None
+    # decoding state
+    generated: list[int] = field(default_factory=list)
+    sent: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+
+class BatchedGenerator:
+    """A decoding loop in its own thread. `submit` returns once the answer is finished (or cancelled)."""
+
+    def __init__(self, model, tokenizer, max_len: int, max_batch: int = 32):
+        self.model, self.tokenizer, self.max_len, self.max_batch = model.eval(), tokenizer, max_len, max_batch
+        config = model.config
+        self.eos, self.start = config.eos_token_id, config.decoder_start_token_id
+        self.scale = config.d_model**-0.5 if config.tie_word_embeddings else 1.0
+        self.incoming: queue.Queue[Request] = queue.Queue()
+        self.active: list[Request] = []
+        self.steps = 0  # decoding steps run (a step serves every active request)
+        self._reset_batch()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="batched-decoding", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.incoming.put(None)
+        self.thread.join(timeout=30)
+
+    def submit(self, prompt: str, on_text, max_new_tokens: int | None, cancelled=None, **settings) -> Generation:
+        """Answer `prompt` in the shared batch, handing text to `on_text` as it is produced. Raises
+        GenerationCancelled when `cancelled` is set before the answer is finished."""
+        from sccl_hf.engine import GenerationCancelled
+
+        search_type = settings.pop("search_type", "greedy")
+        if search_type not in BATCHED_SEARCH:
+            raise ValueError(f"search_type {search_type!r} is not batched")
+        if search_type == "sampling":
+            settings = {**SAMPLING_DEFAULTS, **settings, "sample": True}
+        ids = self.tokenizer(prompt, truncation=True, max_length=self.max_len)["input_ids"]
+        limit = min(max_new_tokens or self.max_len, self.max_len)
+        request = Request(ids, limit, on_text, settings, cancelled or threading.Event())
+        self.incoming.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        if request.result is None:
+            raise GenerationCancelled
+        return request.result
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.active:  # idle: wait for work
+                request = self.incoming.get()
+                if request is None:
+                    return
+                joining = [request]
+            else:
+                joining = []
+            while len(self.active) + len(joining) < self.max_batch:
+                try:
+                    request = self.incoming.get_nowait()
+                except queue.Empty:
+                    break
+                if request is None:
+                    return
+                joining.append(request)
+            try:
+                self._drop([r for r in self.active if r.cancelled.is_set()])
+                if joining:
+                    self._join(joining)
+                self._step()
+            except Exception as error:  # every waiting request gets it; the loop goes on with a fresh batch
+                for request in self.active + joining:
+                    request.error = error
+                    request.done.set()
+                self.active = []
+                self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self.self_cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (batch, heads, steps, dk)
+        self.cross_cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (batch, heads, source, dk)
+        self.self_mask = None  # (batch, steps)
+        self.encoder_states = None  # (batch, source, d_model)
+        self.encoder_mask = None  # (batch, source)
+
+    @torch.no_grad()
+    def _join(self, requests: list[Request]) -> None:
+        device = self.model.device
+        batch = self.tokenizer.pad({"input_ids": [r.prompt_ids for r in requests]}, return_tensors="pt").to(device)
+        states = self.model.encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        mask = batch["attention_mask"]
+        cross = []
+        for block in self.model.decoder.block:
+            attention = block.layer[1].EncDecAttention
+            shape = (states.shape[0], states.shape[1], -1, attention.key_value_proj_dim)
+            cross.append(
+                (attention.k(states).view(shape).transpose(1, 2), attention.v(states).view(shape).transpose(1, 2))
+            )
+        steps = 0 if self.self_mask is None else self.self_mask.shape[1]
+        new_self_mask = torch.zeros(len(requests), steps, dtype=torch.long, device=device)
+        if self.encoder_states is None:
+            self.encoder_states, self.encoder_mask, self.cross_cache = states, mask, cross
+            self.self_mask = new_self_mask
+            self.self_cache = [None] * len(cross)
+        else:
+            width = max(self.encoder_states.shape[1], states.shape[1])
+            self.encoder_states = torch.cat([_pad(self.encoder_states, 1, width), _pad(states, 1, width)])
+            self.encoder_mask = torch.cat([_pad(self.encoder_mask, 1, width), _pad(mask, 1, width)])
+            self.cross_cache = [
+                tuple(torch.cat([_pad(old, 2, width), _pad(new, 2, width)]) for old, new in zip(pair, new_pair))
+                for pair, new_pair in zip(self.cross_cache, cross)
+            ]
+            self.self_mask = torch.cat([self.self_mask, new_self_mask])
+            if steps:  # the joiners' self-attention rows: all padding so far
+                self.self_cache = [
+                    tuple(torch.cat([t, t.new_zeros(len(requests), *t.shape[1:])]) for t in pair)
+                    for pair in self.self_cache
+                ]
+        self.active += requests
+
+    def _drop(self, leaving: list[Request]) -> None:
+        if not leaving:
+            return
+        keep = [i for i, r in enumerate(self.active) if r not in leaving]
+        for request in leaving:  # cancelled: result stays None
+            request.done.set()
+        self.active = [self.active[i] for i in keep]
+        if not self.active:
+            self._reset_batch()
+            return
+        index = torch.tensor(keep, device=self.model.device)
+        self.encoder_states, self.encoder_mask = self.encoder_states[index], self.encoder_mask[index]
+        self.self_mask = self.self_mask[index]
+        self.cross_cache = [tuple(t[index] for t in pair) for pair in self.cross_cache]
+        if self.self_cache and self.self_cache[0] is not None:
+            self.self_cache = [tuple(t[index] for t in pair) for pair in self.self_cache]
+        # left padding no row needs any more (the longest rows left): cut it
+        unused = int((self.self_mask.sum(0) == 0).long().cumprod(0).sum())
+        if unused:
+            self.self_mask = self.self_mask[:, unused:]
+            self.self_cache = [tuple(t[:, :, unused:] for t in pair) for pair in self.self_cache]
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        if not self.active:
+            return
+        device = self.model.device
+        tokens = torch.tensor([[r.generated[-1] if r.generated else self.start] for r in self.active], device=device)
+        self_cache, cross_cache = DynamicCache(), DynamicCache()
+        for layer, (keys, values) in enumerate(self.cross_cache):
+            cross_cache.update(keys, values, layer)
+        if self.self_cache and self.self_cache[0] is not None:
+            for layer, (keys, values) in enumerate(self.self_cache):
+                self_cache.update(keys, values, layer)
+        cache = EncoderDecoderCache(self_cache, cross_cache)
+        mask = torch.cat([self.self_mask, torch.ones(len(self.active), 1, dtype=torch.long, device=device)], dim=1)
+        output = self.model.decoder(
+            input_ids=tokens,
+            attention_mask=mask,
+            encoder_hidden_states=self.encoder_states,
+            encoder_attention_mask=self.encoder_mask,
+            cache=cache,
+            use_cache=True,
+        )
+        logits = self.model.lm_head(output.last_hidden_state[:, -1] * self.scale).float()
+        self.self_mask = mask
+        self.self_cache = [(layer.keys, layer.values) for layer in cache.self_attention_cache.layers]
+        self.steps += 1
+        finished = []
+        for row, request in enumerate(self.active):
+            token = self._choose(logits[row], request)
+            if request.first_token_at is None:
+                request.first_token_at = time.perf_counter()
+            request.generated.append(token)
+            ended = token == self.eos
+            if not ended:
+                text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(request.sent):
+                    request.on_text(text[len(request.sent) :])
+                    request.sent = text
+            if ended or len(request.generated) >= request.max_new_tokens:
+                self._finish(request, ended)
+                finished.append(request)
+        if finished:
+            self._drop_finished(finished)
+
+    def _finish(self, request: Request, ended: bool) -> None:
+        content = request.generated[:-1] if ended else request.generated
+        text = self.tokenizer.decode(content, skip_special_tokens=True)
+        if len(text) > len(request.sent):
+            request.on_text(text[len(request.sent) :])
+        request.result = Generation(
+            text=text.strip(),
+            prompt_tokens=len(request.prompt_ids),
+            completion_tokens=len(request.generated),
+            seconds=time.perf_counter() - request.started,
+            first_token_seconds=None if request.first_token_at is None else request.first_token_at - request.started,
+            finish_reason="stop" if ended else "length",
+        )
+
+    def _drop_finished(self, finished: list[Request]) -> None:
+        self._drop(finished)  # marks them done; their result is set
+
+    def _choose(self, logits: torch.Tensor, request: Request) -> int:
+        """The next token of one row, with the request's own settings."""
+        settings = request.settings
+        if settings.get("repetition_penalty", 1.0) != 1.0:  # over the decoder's input, start token included
+            seen = torch.tensor(sorted({self.start, *request.generated}), device=logits.device)
+            scores = logits[seen]
+            penalty = settings["repetition_penalty"]
+            logits[seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
+        n = settings.get("no_repeat_ngram_size") or 0
+        if n:
+            history = [self.start, *request.generated]
+            prefix = tuple(history[len(history) - n + 1 :])
+            banned = {
+                history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i : i + n - 1]) == prefix
+            }
+            if banned:
+                logits[list(banned)] = -float("inf")
+        if not settings.get("sample"):
+            return int(logits.argmax())
+        logits = logits / max(settings.get("temperature", 1.0), 1e-5)
+        top_k = settings.get("top_k") or 0
+        if top_k:
+            threshold = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+            logits[logits < threshold] = -float("inf")
+        top_p = settings.get("top_p", 1.0)
+        if top_p < 1.0:
+            ordered, indices = torch.sort(logits, descending=True)
+            cumulative = ordered.softmax(-1).cumsum(-1)
+            remove = cumulative - ordered.softmax(-1) > top_p  # keep the smallest set reaching top_p
+            logits[indices[remove]] = -float("inf")
+        return int(torch.multinomial(logits.softmax(-1), 1))
+
+
+def _pad(tensor: torch.Tensor, dim: int, width: int) -> torch.Tensor:
+    """Zero padding on the right of `dim` up to `width`."""
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
