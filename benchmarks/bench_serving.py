@@ -109,7 +109,9 @@ def main() -> None:
             one_stream(server.url, PROMPTS[0], 4, tokenizer)  # warm-up
             results[name] = {c: load(server.url, c, args.requests, args.max_tokens, tokenizer) for c in (1, 4, 8)}
     batched, single = results["continuous batching"], results["one at a time"]
-    results["batching_8_clients_vs_1_client"] = round(batched[8]["tokens_per_second"] / batched[1]["tokens_per_second"], 2)
+    results["batching_8_clients_vs_1_client"] = round(
+        batched[8]["tokens_per_second"] / batched[1]["tokens_per_second"], 2
+    )
     results["batching_vs_one_at_a_time_8_clients"] = round(
         batched[8]["tokens_per_second"] / single[8]["tokens_per_second"], 2
     )
@@ -118,8 +120,10 @@ def main() -> None:
         for clients, r in results[name].items():
             print(f"| {name} | {clients} clients | {r['tokens_per_second']} tokens/s | TTFT p50 {r['ttft_p50_ms']} ms, "
                   f"p95 {r['ttft_p95_ms']} ms |")  # fmt: skip
-    print(f"8 clients / 1 client with batching: x{results['batching_8_clients_vs_1_client']}; batching / one at a "
-          f"time at 8 clients: x{results['batching_vs_one_at_a_time_8_clients']}")
+    print(
+        f"8 clients / 1 client with batching: x{results['batching_8_clients_vs_1_client']}; batching / one at a "
+        f"time at 8 clients: x{results['batching_vs_one_at_a_time_8_clients']}"
+    )
 
 
 if __name__ == "__main__":

@@ -116,14 +116,18 @@ class Engine:
         search_type: str = "greedy",
         max_new_tokens: int | None = None,
         batch_size: int = 32,
+        progress: bool = False,
         **overrides,
     ) -> list["Answer"]:
         """Answers to `prompts` with their token counts and whether each ended in `[EOS]` (else it was cut at
         `max_new_tokens`), in batches of `batch_size`. `overrides` replace the search type's settings
-        (temperature, top_p, repetition_penalty, no_repeat_ngram_size, ...)."""
+        (temperature, top_p, repetition_penalty, no_repeat_ngram_size, ...). `progress`: a bar over the batches."""
+        from tqdm.auto import tqdm
+
         answers = []
         eos, pad = self.model.config.eos_token_id, self.model.config.pad_token_id
-        for start in range(0, len(prompts), batch_size):
+        starts = range(0, len(prompts), batch_size)
+        for start in tqdm(starts, desc="generating", unit="batch", disable=len(starts) < 2 or not progress):
             batch = self.tokenizer(
                 prompts[start : start + batch_size],
                 padding=True,
@@ -276,7 +280,7 @@ class CT2Engine:
     def generate(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, **overrides) -> list[str]:
         return [a.text for a in self.answer(prompts, search_type, max_new_tokens, batch_size, **overrides)]
 
-    def answer(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, **overrides) -> list[Answer]:
+    def answer(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, progress=False, **overrides):
         options = self._options(search_type, max_new_tokens, overrides)
         results = self.translator.translate_batch(
             [self._source(p) for p in prompts], max_batch_size=batch_size, return_end_token=True, **options

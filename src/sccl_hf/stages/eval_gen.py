@@ -55,7 +55,11 @@ def main(args: GenerationEvalArguments) -> dict:
     # 4. work
     print(f"eval_gen: answering {len(rows)} prompts in batches of {args.batch_size} ...", flush=True)
     answers = engine.answer(
-        [r["prompt"] for r in rows], args.search_type, args.max_new_tokens or None, batch_size=args.batch_size
+        [r["prompt"] for r in rows],
+        args.search_type,
+        args.max_new_tokens or None,
+        batch_size=args.batch_size,
+        progress=True,
     )
     texts, references = [a.text for a in answers], [r["response"] for r in rows]
     results = {

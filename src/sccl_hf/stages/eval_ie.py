@@ -63,7 +63,11 @@ def main(args: TripleEvalArguments) -> dict:
     # 4. work
     print(f"eval_ie: extracting triples from {len(rows)} sentences in batches of {args.batch_size} ...", flush=True)
     answers = engine.answer(
-        [r["prompt"] for r in rows], args.search_type, args.max_new_tokens or None, batch_size=args.batch_size
+        [r["prompt"] for r in rows],
+        args.search_type,
+        args.max_new_tokens or None,
+        batch_size=args.batch_size,
+        progress=True,
     )
     parsed = [parse_triples(a.text) for a in answers]
     scores = TripleScores()
