@@ -132,8 +132,8 @@ def model_card(
     parameters = parameter_count(folder)
     lines = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "", f"# {repo_id}", ""]
     lines += [
-        "A Chinese text-to-text chat model (T5 encoder-decoder) trained from scratch with "
-        "[sccl-hf](https://github.com/charent/ChatLM-mini-Chinese)-style recipes.",
+        "A Chinese text-to-text chat model (T5 encoder-decoder) trained from scratch with sccl-hf's recipes, the "
+        "way [ChatLM-mini-Chinese](https://github.com/charent/ChatLM-mini-Chinese) trained its 0.2B model.",
         "",
         "## Model",
         "",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 STEPS = [
     "sccl run recipes/demo/data.yaml",  # generate the corpus: pretrain, sft, held_out, dpo
-    "sccl run recipes/demo/tokenizer.yaml",  # char-level BPE: 800 learned tokens + 256 byte-fallback tokens
+    "sccl run recipes/demo/tokenizer.yaml",  # char-level BPE with 256 byte-fallback tokens (810 in all)
     "sccl run recipes/demo/pretrain.yaml",  # the `small` preset on fact statements
     "sccl run recipes/demo/sft.yaml",  # questions and answers
     "sccl run recipes/demo/eval_sft.yaml",  # held-out questions, exact match
