@@ -106,15 +106,15 @@ def tokens_per_second(engine_name: str, folder: Path, batch: int, new_tokens: in
     return batch * new_tokens / min(times)
 
 
-def peak_memory_mb(engine_name: str, folder: Path, threads: int) -> dict:
-    """Peak RSS of a fresh process that loads the engine and answers once, and of one that only imports."""
+def peak_memory_mb(engine_name: str, folder: Path, threads: int) -> float:
+    """Peak RSS (VmHWM: this process's own, unlike ru_maxrss, which a child inherits from its parent) of a fresh
+    process that loads the engine and answers once; `none`: one that only imports."""
     code = f"""
-import resource, sys
 from sccl_hf.engine import Engine, load_engine
 if {engine_name!r} != "none":
     engine = load_engine({str(folder)!r}, "cpu", {engine_name!r}, {threads}) if {engine_name!r} == "ct2" else Engine.load({str(folder)!r}, "cpu")
     engine.generate(["浙江的省会是哪里？"], max_new_tokens=8)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--demo", default="runs/demo/dpo")
     parser.add_argument("--held-out", default="runs/demo/data/held_out.parquet")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--ct2-threads", type=int, default=0, help="0: CTranslate2's default")
+    parser.add_argument("--ct2-threads", type=int, default=0, help="0: the engine's default (half the cores)")
     parser.add_argument("--work", default="runs/bench/engines")
     args = parser.parse_args()
     work = Path(args.work)

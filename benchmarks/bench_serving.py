@@ -4,9 +4,10 @@ answers one at a time per worker: the baseline), in one run.
 
     python benchmarks/bench_serving.py [--preset small] [--max-tokens 48] [--requests 4]
 
-The model is a random-init preset with the ie-duie tokenizer or, if that is absent, a generated one (a random
-model rarely says [EOS], so every answer runs to `--max-tokens`). Each client sends `--requests` streaming
-requests one after another. Prints JSON, then markdown rows.
+The model is a random-init preset with the ie-duie tokenizer or, if that is absent, a generated one. Requests
+sample (temperature 1, top_p 1): a random model's greedy answer is [PAD] after [PAD], which decodes to nothing,
+while sampled answers are real tokens and rarely [EOS], so each runs to about `--max-tokens`. Each client sends
+`--requests` streaming requests one after another. Prints JSON, then markdown rows.
 """
 
 import argparse
@@ -51,7 +52,7 @@ def one_stream(url: str, prompt: str, max_tokens: int, tokenizer) -> tuple[float
 
     started, first, text = time.perf_counter(), None, ""
     body = {"messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": max_tokens,
-            "temperature": 0}  # fmt: skip
+            "temperature": 1.0, "top_p": 1.0}  # fmt: skip
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as response:
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
