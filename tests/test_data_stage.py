@@ -310,9 +310,15 @@ def test_interrupted_run_resumes_without_redoing_finished_tasks(raw_dir, tmp_pat
     for line in process.stdout:
         log.append(line)
         if "[3/8]" in line:  # pipelines 1 (clean) and 2 (exact/find) are finished
-            time.sleep(0.5)
+            time.sleep(1.5)  # inside pipeline 3's worker pool (a Ctrl+C while datatrove starts one can be lost)
             os.killpg(process.pid, signal.SIGINT)
             break
+    for _ in range(10):  # Ctrl+C again while it has not stopped, as a user would
+        try:
+            process.wait(timeout=2)
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGINT)
     process.wait(timeout=60)
     assert process.returncode != 0, "".join(log)
     assert not (output / "report.json").exists()

@@ -80,7 +80,7 @@ def test_unknown_stage_lists_the_stage_modules(tmp_path):
         [sys.executable, str(ROOT / "recipes" / "run.py"), str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert "unknown stage 'pretrian'; stages are" in result.stderr and "pretrain, sft" in result.stderr
+    assert "unknown stage 'pretrian'; stages are" in result.stderr and "pretrain, push, sft" in result.stderr
 
 
 def test_a_key_given_twice_is_an_error(tmp_path):

@@ -92,9 +92,10 @@ def existing_model_folder(text: str) -> str:
     """An argparse type for `--model`: a folder or a hub id, refused at once (before anything loads) otherwise."""
     import argparse
 
-    problem = model_reference_problem(text, "--model")
-    if problem:
-        raise argparse.ArgumentTypeError(problem.removeprefix("--model: "))
+    if model_reference_problem(text, "--model"):
+        raise argparse.ArgumentTypeError(
+            f"no such model folder: '{text}' (nor a hub id such as user/model or modelscope://user/model)"
+        )
     return text
 
 
