@@ -303,8 +303,16 @@ def test_interrupted_run_resumes_without_redoing_finished_tasks(raw_dir, tmp_pat
     source = [{"name": "big", "format": "jsonl", "files": str(big)}]
     recipe = write_recipe(tmp_path / "r.yaml", output, source, workers=2, tasks=4, keep_work=True)
     command = [str(Path(sys.executable).with_name("sccl")), "run", str(recipe)]
+    # Ctrl+C as a terminal sends it. The child gets SIGINT's default disposition back: a process started with SIGINT
+    # ignored (as this one can be, after earlier in-process runs in the same pytest session) keeps ignoring it.
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log = []
     for line in process.stdout:
