@@ -524,3 +524,31 @@ class ModelArguments:
                 raise FileNotFoundError(problem)
         if not self.model_name_or_path and not self.tokenizer_dir:
             raise ValueError("give model_name_or_path (a saved model) or tokenizer_dir (to build a new model)")
+
+
+@dataclass
+class EvalTableArguments:
+    """A model and a prompt/response table to evaluate it on: the keys eval_gen, eval_ppl and eval_ie share."""
+
+    model_name_or_path: str = field(default="", metadata={"help": "the model directory (or hub id) to evaluate"})
+    eval_files: list[str] = field(default_factory=list, metadata={"help": "prompt/response parquet or jsonl"})
+    output_dir: str = "runs/eval"
+    batch_size: int = 32
+    max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
+    device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
+
+    def __post_init__(self):
+        from sccl_hf.model_folder import model_reference_problem
+
+        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
+            raise FileNotFoundError(problem)
+        if not self.eval_files:
+            raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
+        self.eval_paths = resolve_files(self.eval_files, "eval_files")
+
+    def rows(self) -> list[dict]:
+        """The table's prompt/response rows (bad rows skipped and counted), the first `max_rows` of them."""
+        from sccl_hf.tables import load_table
+
+        rows = load_table(self.eval_paths, ["prompt", "response"]).to_list()
+        return rows[: self.max_rows] if self.max_rows else rows

@@ -10,30 +10,15 @@ share of answers the model closed with [EOS] before `max_new_tokens`.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sccl_hf.recipes import resolve_files
+from sccl_hf.recipes import EvalTableArguments
 
 
 # 1. arguments
 @dataclass
-class GenerationEvalArguments:
-    model_name_or_path: str = field(default="", metadata={"help": "the model directory to evaluate"})
-    eval_files: list[str] = field(default_factory=list, metadata={"help": "prompt/response parquet or jsonl"})
-    output_dir: str = "runs/eval"
+class GenerationEvalArguments(EvalTableArguments):
     search_type: str = field(default="greedy", metadata={"help": "greedy, beam, sampling or contrastive"})
     max_new_tokens: int = 0
-    batch_size: int = 32
-    max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
-    device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
     engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
-
-    def __post_init__(self):
-        from sccl_hf.model_folder import model_reference_problem
-
-        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
-            raise FileNotFoundError(problem)
-        if not self.eval_files:
-            raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
-        self.eval_paths = resolve_files(self.eval_files, "eval_files")
 
 
 RECIPE_ARGUMENTS = (GenerationEvalArguments,)
@@ -44,12 +29,9 @@ def main(args: GenerationEvalArguments) -> dict:
 
     from sccl_hf.engine import load_engine
     from sccl_hf.metrics import bleu4_chars, exact_match, markdown_table, normalize_answer, rouge_l_chars
-    from sccl_hf.tables import load_table
 
     # 2. inputs
-    rows = load_table(args.eval_paths, ["prompt", "response"]).to_list()
-    if args.max_rows:
-        rows = rows[: args.max_rows]
+    rows = args.rows()
     # 3. model
     engine = load_engine(args.model_name_or_path, args.device, args.engine)
     # 4. work

@@ -10,30 +10,16 @@ to `results.json`.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sccl_hf.recipes import resolve_files
+from sccl_hf.recipes import EvalTableArguments
 
 
 # 1. arguments
 @dataclass
-class TripleEvalArguments:
-    model_name_or_path: str = field(default="", metadata={"help": "the model directory to evaluate"})
-    eval_files: list[str] = field(default_factory=list, metadata={"help": "prompt/response parquet or jsonl"})
+class TripleEvalArguments(EvalTableArguments):
     output_dir: str = "runs/eval/ie"
     search_type: str = field(default="greedy", metadata={"help": "greedy, beam, sampling or contrastive"})
     max_new_tokens: int = 0
-    batch_size: int = 32
-    max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
-    device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
     engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
-
-    def __post_init__(self):
-        from sccl_hf.model_folder import model_reference_problem
-
-        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
-            raise FileNotFoundError(problem)
-        if not self.eval_files:
-            raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
-        self.eval_paths = resolve_files(self.eval_files, "eval_files")
 
 
 RECIPE_ARGUMENTS = (TripleEvalArguments,)
@@ -45,13 +31,10 @@ def main(args: TripleEvalArguments) -> dict:
 
     from sccl_hf.engine import load_engine
     from sccl_hf.metrics import markdown_table
-    from sccl_hf.tables import load_table
     from sccl_hf.triples import TripleScores, parse_triples, status_counts
 
     # 2. inputs: the references are parsed with the same parser as the answers
-    rows = load_table(args.eval_paths, ["prompt", "response"]).to_list()
-    if args.max_rows:
-        rows = rows[: args.max_rows]
+    rows = args.rows()
     references = [parse_triples(r["response"]) for r in rows]
     unreadable = sum(p.status != "ok" for p in references)
     if unreadable:

@@ -7,30 +7,16 @@ scoring code as DPO (`sccl_hf.scoring`): token-level loss (mean negative log-lik
 compares models with different tokenizers); and the rows, tokens and characters they cover.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from sccl_hf.recipes import resolve_files
+from sccl_hf.recipes import EvalTableArguments
 
 
 # 1. arguments
 @dataclass
-class PerplexityEvalArguments:
-    model_name_or_path: str = field(default="", metadata={"help": "the model directory to evaluate"})
-    eval_files: list[str] = field(default_factory=list, metadata={"help": "prompt/response parquet or jsonl"})
-    output_dir: str = "runs/eval"
+class PerplexityEvalArguments(EvalTableArguments):
     batch_size: int = 16
-    max_rows: int = field(default=0, metadata={"help": "score only the first rows (0: all)"})
-    device: str = field(default="auto", metadata={"help": "auto (GPU when present), cpu, cuda, ..."})
-
-    def __post_init__(self):
-        from sccl_hf.model_folder import model_reference_problem
-
-        if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
-            raise FileNotFoundError(problem)
-        if not self.eval_files:
-            raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
-        self.eval_paths = resolve_files(self.eval_files, "eval_files")
 
 
 RECIPE_ARGUMENTS = (PerplexityEvalArguments,)
@@ -45,12 +31,9 @@ def main(args: PerplexityEvalArguments) -> dict:
     from sccl_hf.metrics import markdown_table
     from sccl_hf.model import load_model, load_tokenizer
     from sccl_hf.scoring import score_responses
-    from sccl_hf.tables import load_table
 
     # 2. inputs
-    rows = load_table(args.eval_paths, ["prompt", "response"]).to_list()
-    if args.max_rows:
-        rows = rows[: args.max_rows]
+    rows = args.rows()
     # 3. model
     device, dtype = pick_device(args.device)
     model, tokenizer = (
