@@ -121,7 +121,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--virtual-time-budget=60000", "--run-all-compositor-stages-before-draw"]  # fmt: skip
 
 
-def page_dom(url: str, profile: Path, ready: str, screenshot: Path | None = None, tries: int = 3) -> str:
+def page_dom(url: str, profile: Path, ready: str, screenshot: Path | None = None, tries: int = 5) -> str:
     """The DOM of `url` in headless Chromium once it contains `ready`. Chromium's virtual time sometimes ends the
     page before a streamed answer has arrived, so the page is loaded again (up to `tries` times) until it has."""
     import subprocess
