@@ -74,7 +74,6 @@ def tokens_per_second(engine_name: str, folder: Path, batch: int, new_tokens: in
 
     from sccl_hf.engine import Engine, load_engine
 
-    texts = None
     if engine_name == "ct2":
         engine = load_engine(folder, "cpu", "ct2", threads)
         texts = prompts(engine.tokenizer, batch)

@@ -109,7 +109,7 @@ def task_config(benchmark: Benchmark, data_dir: Path, split: str, subject: str, 
     }
 
 
-def check_choice_tokens(tokenizer, method: str) -> dict[str, list[int]]:
+def check_choice_tokens(tokenizer) -> dict[str, list[int]]:
     """What each answer letter encodes to. Fair scoring needs each letter to be one token of its own, followed
     by [EOS]; `first_token` cannot tell letters apart otherwise, so it refuses."""
     encodings = {letter: tokenizer(letter)["input_ids"] for letter in LETTERS}

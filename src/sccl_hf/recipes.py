@@ -552,3 +552,20 @@ class EvalTableArguments:
 
         rows = load_table(self.eval_paths, ["prompt", "response"]).to_list()
         return rows[: self.max_rows] if self.max_rows else rows
+
+
+@dataclass
+class GenerationTableArguments(EvalTableArguments):
+    """An evaluation that generates an answer to each prompt of the table (eval_gen, eval_ie)."""
+
+    search_type: str = field(default="greedy", metadata={"help": "greedy, beam, sampling or contrastive"})
+    max_new_tokens: int = 0
+    engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
+
+    def answers(self, rows: list[dict]) -> list:
+        """Each row's answer (`engine.Answer`: text, tokens, ended), generated in batches with a progress bar."""
+        from sccl_hf.engine import load_engine
+
+        engine = load_engine(self.model_name_or_path, self.device, self.engine)
+        prompts = [r["prompt"] for r in rows]
+        return engine.answer(prompts, self.search_type, self.max_new_tokens or None, self.batch_size, progress=True)

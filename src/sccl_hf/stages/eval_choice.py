@@ -95,8 +95,8 @@ def main(args: ChoiceEvalArguments) -> dict:
         "methods": {},
     }
     # 4. work: the harness, once per scoring method
+    results["choice_tokens"] = choice_eval.check_choice_tokens(tokenizer)
     for method in args.methods:
-        results["choice_tokens"] = choice_eval.check_choice_tokens(tokenizer, method)
         print(f"eval_choice: {args.benchmark} {args.split}, {len(tasks)} subjects, {args.num_fewshot}-shot, {method}")
         lm = choice_eval.harness_model(
             model_dir, tokenizer, method, args.batch_size, max_len, str(device), dtype, loaded

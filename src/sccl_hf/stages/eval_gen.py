@@ -7,18 +7,16 @@ Reads: a model directory, prompt/response parquet or JSON lines. Writes, in `out
 share of answers the model closed with [EOS] before `max_new_tokens`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from sccl_hf.recipes import EvalTableArguments
+from sccl_hf.recipes import GenerationTableArguments
 
 
 # 1. arguments
 @dataclass
-class GenerationEvalArguments(EvalTableArguments):
-    search_type: str = field(default="greedy", metadata={"help": "greedy, beam, sampling or contrastive"})
-    max_new_tokens: int = 0
-    engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
+class GenerationEvalArguments(GenerationTableArguments):
+    """The model, the table and the generation settings (all shared with eval_ie)."""
 
 
 RECIPE_ARGUMENTS = (GenerationEvalArguments,)
@@ -27,22 +25,13 @@ RECIPE_ARGUMENTS = (GenerationEvalArguments,)
 def main(args: GenerationEvalArguments) -> dict:
     import json
 
-    from sccl_hf.engine import load_engine
     from sccl_hf.metrics import bleu4_chars, exact_match, markdown_table, normalize_answer, rouge_l_chars
 
     # 2. inputs
     rows = args.rows()
-    # 3. model
-    engine = load_engine(args.model_name_or_path, args.device, args.engine)
-    # 4. work
+    # 3-4. model and work: the model (torch or CTranslate2) answers in batches
     print(f"eval_gen: answering {len(rows)} prompts in batches of {args.batch_size} ...", flush=True)
-    answers = engine.answer(
-        [r["prompt"] for r in rows],
-        args.search_type,
-        args.max_new_tokens or None,
-        batch_size=args.batch_size,
-        progress=True,
-    )
+    answers = args.answers(rows)
     texts, references = [a.text for a in answers], [r["response"] for r in rows]
     results = {
         "exact_match": exact_match(texts, references),

@@ -7,19 +7,16 @@ and how many answers were well formed, truncated (complete triples kept) or malf
 to `results.json`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from sccl_hf.recipes import EvalTableArguments
+from sccl_hf.recipes import GenerationTableArguments
 
 
 # 1. arguments
 @dataclass
-class TripleEvalArguments(EvalTableArguments):
+class TripleEvalArguments(GenerationTableArguments):
     output_dir: str = "runs/eval/ie"
-    search_type: str = field(default="greedy", metadata={"help": "greedy, beam, sampling or contrastive"})
-    max_new_tokens: int = 0
-    engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
 
 
 RECIPE_ARGUMENTS = (TripleEvalArguments,)
@@ -29,7 +26,6 @@ def main(args: TripleEvalArguments) -> dict:
     import json
     import logging
 
-    from sccl_hf.engine import load_engine
     from sccl_hf.metrics import markdown_table
     from sccl_hf.triples import TripleScores, parse_triples, status_counts
 
@@ -41,17 +37,9 @@ def main(args: TripleEvalArguments) -> dict:
         logging.getLogger(__name__).warning(
             "eval_ie: %d reference responses are not well-formed [(s,p,o),...]", unreadable
         )
-    # 3. model
-    engine = load_engine(args.model_name_or_path, args.device, args.engine)
-    # 4. work
+    # 3-4. model and work: the model (torch or CTranslate2) answers in batches
     print(f"eval_ie: extracting triples from {len(rows)} sentences in batches of {args.batch_size} ...", flush=True)
-    answers = engine.answer(
-        [r["prompt"] for r in rows],
-        args.search_type,
-        args.max_new_tokens or None,
-        batch_size=args.batch_size,
-        progress=True,
-    )
+    answers = args.answers(rows)
     parsed = [parse_triples(a.text) for a in answers]
     scores = TripleScores()
     for prediction, reference in zip(parsed, references):
