@@ -62,7 +62,7 @@ def test_streaming_reads_every_row_group_once(tmp_path):
     rows = [{"prompt": f"问{i}", "response": f"答{i}"} for i in range(50)]
     path = tmp_path / "groups.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=7)
-    stream = load_table([path], ["prompt", "response"], streaming=True, shuffle_seed=1, buffer_size=10)
+    stream = load_table([path], ["prompt", "response"], streaming=True, shuffle_seed=1)
     assert stream.n_shards == 8
     seen = [r["prompt"] for r in stream]
     assert sorted(seen) == sorted(r["prompt"] for r in rows) and seen != [r["prompt"] for r in rows]

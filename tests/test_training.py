@@ -128,20 +128,84 @@ def test_streaming_gives_two_processes_disjoint_shards(tokenizer_dir, tmp_path):
     assert seen[0] | seen[1] == {r["prompt"] for r in rows}
 
 
-def test_two_process_streaming_pretrain_saves_a_model(tokenizer_dir, demo_data, tmp_path):
+@pytest.fixture(scope="module")
+def sharded_pretrain(demo_data, tmp_path_factory):
+    """The demo's pretraining rows in row groups of 48: 12 shards, for two processes and two workers each."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path_factory.mktemp("sharded") / "pretrain.parquet"
+    pq.write_table(pq.read_table(demo_data["pretrain"]), path, row_group_size=48)
+    return path
+
+
+def streaming_overrides(tokenizer_dir, data, output_dir, *extra) -> list[str]:
+    """8 steps of a streamed, length-grouped tiny pretraining with dropout (the random state matters), saving at 4."""
+    return ["--preset", "tiny", "--tokenizer_dir", str(tokenizer_dir), "--train_files", str(data),
+            "--streaming", "true", "--buffer_size", "40", "--train_sampling_strategy", "group_by_length",
+            "--dropout_rate", "0.1", "--save_strategy", "steps", "--save_steps", "4",
+            *quick(output_dir, 8), *extra]  # fmt: skip
+
+
+def resume_from_copy(checkpoint, output_dir):
+    """A fresh output_dir holding only `checkpoint`, as an interrupted run leaves it."""
+    import shutil
+
+    shutil.copytree(checkpoint, output_dir / checkpoint.name)
+    return output_dir
+
+
+def test_a_stream_resumes_at_its_saved_position_with_the_same_losses(tokenizer_dir, sharded_pretrain, tmp_path, caplog):
+    """One process, two data loader workers: the resumed run neither replays the stream nor trains on other
+    batches (its losses are the uninterrupted run's, to the bit). Without a saved position it replays, and says so."""
+    workers = ["--dataloader_num_workers", "2"]
+    whole = tmp_path / "whole"
+    run_recipe(str(DEMO / "pretrain.yaml"), streaming_overrides(tokenizer_dir, sharded_pretrain, whole, *workers))
+    state = json.loads((whole / "checkpoint-4" / "stream_state_0.json").read_text())
+    assert (state["step"], state["world_size"], state["num_workers"]) == (4, 1, 2)
+
+    resumed = resume_from_copy(whole / "checkpoint-4", tmp_path / "resumed")
+    with caplog.at_level("INFO", logger="sccl_hf.training"):
+        run_recipe(str(DEMO / "pretrain.yaml"),
+                   streaming_overrides(tokenizer_dir, sharded_pretrain, resumed, *workers, "--resume_from_checkpoint", "true"))  # fmt: skip
+    assert "resuming the stream at its saved position (step 4)" in caplog.text
+    assert logged(resumed) == logged(whole)[4:]
+
+    (resumed / "checkpoint-4" / "stream_state_0.json").unlink()  # a checkpoint from before positions were saved
+    replayed = resume_from_copy(resumed / "checkpoint-4", tmp_path / "replayed")
+    caplog.clear()
+    run_recipe(str(DEMO / "pretrain.yaml"),
+               streaming_overrides(tokenizer_dir, sharded_pretrain, replayed, *workers, "--resume_from_checkpoint", "true"))  # fmt: skip
+    assert "holds no stream position for every process; the stream is replayed" in caplog.text
+    assert logged(replayed) == logged(whole)[4:]
+
+
+def test_two_process_streaming_pretrain_saves_a_model_and_resumes_exactly(tokenizer_dir, sharded_pretrain, tmp_path):
     """Launched the way users launch with a preset: sccl run ... --accelerate_config cpu_two_processes."""
-    command = [sys.executable, "-m", "sccl_hf.cli", "run", str(DEMO / "pretrain.yaml"), "--accelerate_config",
-               "cpu_two_processes", "--main_process_port", "29518", "--preset", "tiny", "--tokenizer_dir",
-               str(tokenizer_dir), "--train_files", str(demo_data["pretrain"]), "--streaming", "true",
-               *quick(tmp_path, 4)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "launch: cpu_two_processes (2 processes)" in result.stdout
-    vocab_size = load_model(tmp_path).config.vocab_size
+
+    def launch(output_dir, *extra):
+        command = [sys.executable, "-m", "sccl_hf.cli", "run", str(DEMO / "pretrain.yaml"), "--accelerate_config",
+                   "cpu_two_processes", "--main_process_port", "29518",
+                   *streaming_overrides(tokenizer_dir, sharded_pretrain, output_dir, *extra)]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    whole = tmp_path / "whole"
+    assert "launch: cpu_two_processes (2 processes)" in launch(whole).stdout
+    vocab_size = load_model(whole).config.vocab_size
     # One writer (process 0 of 2, not two processes that each think they are 0 of 1) ...
-    assert [step for step, _ in logged(tmp_path)] == [1, 2, 3, 4]
+    assert [step for step, _ in logged(whole)] == list(range(1, 9))
     # ... logging a per-token mean near ln(vocab) for a new model, not one multiplied by the 2 processes.
-    assert logged(tmp_path)[0][1] < 1.5 * math.log(vocab_size)
+    assert logged(whole)[0][1] < 1.5 * math.log(vocab_size)
+    assert sorted(p.name for p in (whole / "checkpoint-4").glob("stream_state_*")) == [
+        "stream_state_0.json",
+        "stream_state_1.json",
+    ]
+
+    resumed = resume_from_copy(whole / "checkpoint-4", tmp_path / "resumed")
+    result = launch(resumed, "--resume_from_checkpoint", "true")
+    assert (result.stdout + result.stderr).count("resuming the stream at its saved position (step 4)") == 2
+    assert logged(resumed) == logged(whole)[4:]
 
 
 def test_streaming_without_max_steps_is_an_error(tokenizer_dir, demo_data, tmp_path):

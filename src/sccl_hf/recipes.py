@@ -496,7 +496,9 @@ class DataArguments(DataFiles):
         metadata={"help": "truncate prompts and responses to this many tokens (default: the model's max_seq_len)"},
     )
     streaming: bool = field(default=False, metadata={"help": "stream with `datasets` (GB-scale data); needs max_steps"})
-    buffer_size: int = field(default=10_000, metadata={"help": "shuffle buffer, in rows, when streaming"})
+    buffer_size: int = field(
+        default=10_000, metadata={"help": "rows shuffled together (one window) when streaming, and grouped by length"}
+    )
 
 
 @dataclass

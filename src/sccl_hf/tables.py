@@ -10,6 +10,7 @@ accelerate hands each process its own shards and no process reads another's rows
 
 import json
 import logging
+import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,16 +171,19 @@ def load_table(
     columns: list[str],
     streaming: bool = False,
     shuffle_seed: int | None = None,
-    buffer_size: int = 10_000,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Rows of `columns` from `paths`, skipping invalid rows (counted and logged per file or row group).
 
-    A stream is shuffled here (shard order and a buffer of `buffer_size` rows); an in-memory table is not,
-    since the Trainer's sampler shuffles it every epoch."""
+    `shuffle_seed` shuffles a stream's shard order (its rows are shuffled in windows once tokenized, see
+    `shuffle_windows`); an in-memory table is not shuffled, since the Trainer's sampler shuffles it every epoch.
+    The shard order is the same in every pass over the stream, which keeps a resumed run's batches exact whatever
+    pass it stopped in."""
     check_columns(paths, columns)
     features = datasets.Features({c: datasets.Value("string") for c in columns})
     shards = _shards(paths)
     if streaming:
+        if shuffle_seed is not None:
+            random.Random(shuffle_seed).shuffle(shards)
         # The stream must hold a usable row somewhere: read up to the first one now (normally the first row),
         # since the stream itself is read shard by shard, in other processes, and only once training starts.
         next(_generate_rows(shards, columns), None)
@@ -188,7 +192,7 @@ def load_table(
             gen_kwargs={"shards": shards, "columns": tuple(columns), "require_rows": False},
             features=features,
         )  # columns as a tuple: a list in gen_kwargs would count as a list of shards
-        return table.shuffle(seed=shuffle_seed, buffer_size=buffer_size) if shuffle_seed is not None else table
+        return table
     return datasets.Dataset.from_list(list(_generate_rows(shards, columns)), features=features)
 
 
@@ -203,26 +207,32 @@ def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", r
     return tokenize
 
 
-def group_by_length(batch_size: int, seed: int):
-    """A batched map function that reorders a buffer of tokenized rows so that each run of `batch_size` rows
-    has similar lengths: the rows sorted by length, cut into batches, the batches shuffled.
-    The Trainer's data loader takes consecutive rows, so its batches are these (dynamic padding then pads little).
+def shuffle_windows(seed: int, group_batch_size: int | None = None):
+    """A batched map function (`with_indices=True`) that shuffles a stream window by window: the tokenized rows of
+    each window in a random order or, with `group_batch_size`, cut into batches of similar length (rows sorted by
+    length, cut into batches, the batches shuffled). The Trainer's data loader takes consecutive rows, so its
+    batches are these, and dynamic padding then pads little.
 
-    For streamed data, where the Trainer's own `group_by_length` (a sampler over an in-memory table) cannot work.
-    Written here because `datasets` has no length grouping for iterable datasets."""
+    Why windows and not `IterableDataset.shuffle`: a shuffle buffer is not part of a stream's saved state
+    (datasets#7444: it is refilled on resume), so a resumed run would train on other batches. A window's order
+    depends only on its rows and its position in the stream, and `datasets` saves the position of the window's
+    first row: a resumed run recomputes the window it stopped in and goes on with the same batches, at a cost that
+    does not grow with the step. Length grouping is written here because `datasets` has none for streams."""
     import random
 
-    calls = iter(range(1 << 62))
-
-    def reorder(batch: dict) -> dict:
-        rng = random.Random(seed * 1_000_003 + next(calls))
-        # Prompt length in steps of 16 tokens, then response length: both sides of a batch end up close (sorting by
-        # the pair itself leaves responses of every length under one prompt length; by their sum, neither side).
-        lengths = [(len(i) // 16, len(label)) for i, label in zip(batch["input_ids"], batch["labels"])]
-        order = sorted(range(len(lengths)), key=lambda k: (lengths[k], rng.random()))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        rng.shuffle(batches)
-        order = [k for b in batches for k in b]
+    def reorder(batch: dict, indices: list[int]) -> dict:
+        rng = random.Random(seed * 1_000_003 + indices[0])
+        if group_batch_size is None:
+            order = list(range(len(indices)))
+            rng.shuffle(order)
+        else:
+            # Prompt length in steps of 16 tokens, then response length: both sides of a batch end up close
+            # (sorting by the pair leaves responses of every length under one prompt length; by their sum, neither).
+            lengths = [(len(i) // 16, len(label)) for i, label in zip(batch["input_ids"], batch["labels"])]
+            order = sorted(range(len(lengths)), key=lambda k: (lengths[k], rng.random()))
+            batches = [order[i : i + group_batch_size] for i in range(0, len(order), group_batch_size)]
+            rng.shuffle(batches)
+            order = [k for b in batches for k in b]
         return {key: [values[k] for k in order] for key, values in batch.items()}
 
     return reorder
@@ -230,11 +240,15 @@ def group_by_length(batch_size: int, seed: int):
 
 def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, seed: int, group_batch_size: int | None = None):
     """(train, eval or None): tokenized prompt/response rows of the recipe's train_files and eval_files.
-    `group_batch_size`: a streamed training set is grouped by length inside each `buffer_size` rows."""
+    A streamed training set is shuffled in windows of `buffer_size` rows; with `group_batch_size`, each window is
+    cut into batches of similar length."""
     train = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, max_seq_len, seed=seed)
-    if group_batch_size and data_args.streaming:
-        group_rows = max(group_batch_size, data_args.buffer_size // group_batch_size * group_batch_size)
-        train = train.map(group_by_length(group_batch_size, seed), batched=True, batch_size=group_rows)
+    if data_args.streaming:
+        window = data_args.buffer_size
+        if group_batch_size:  # whole batches per window
+            window = max(group_batch_size, window // group_batch_size * group_batch_size)
+        reorder = shuffle_windows(seed, group_batch_size)
+        train = train.map(reorder, batched=True, batch_size=window, with_indices=True)
     evaluation = None
     if data_args.eval_paths:
         evaluation = load_seq2seq_dataset(
@@ -251,7 +265,6 @@ def load_seq2seq_dataset(data_args, paths: list[Path], tokenizer, max_seq_len: i
         columns,
         streaming=data_args.streaming,
         shuffle_seed=seed if shuffle else None,
-        buffer_size=data_args.buffer_size,
     )
     tokenize = tokenize_pairs(tokenizer, max_seq_len, *columns)
     return table.map(tokenize, batched=True, remove_columns=columns)

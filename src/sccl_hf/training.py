@@ -136,6 +136,81 @@ class InterruptCallback(TrainerCallback):
         self._previous = {}
 
 
+class StreamPositionCallback(TrainerCallback):
+    """Saves a streamed training set's position in every checkpoint, and resumes the stream there, so that resuming
+    costs the same at any step (the Trainer's own resume replays the stream from its start, re-reading and
+    re-tokenizing every earlier batch: hours at step 100,000 of a GB-scale run).
+
+    The position is the data loader's state (torchdata's StatefulDataLoader, which accelerate builds when asked,
+    holding the `datasets` stream's state, per worker), one file per process: `stream_state_<rank>.json`. A resumed
+    run trains on the same batches as the uninterrupted one (windows, not a shuffle buffer: see
+    `tables.shuffle_windows`) with the same random state, so it logs the same losses.
+
+    Without a usable position (a checkpoint from before this, another number of processes or data loader workers)
+    the Trainer's replay is used, with a warning."""
+
+    def __init__(self, load_rng_state):
+        self._load_rng_state = load_rng_state  # the Trainer's own (per process, every device kind)
+        self._position = None  # the data loader's state to restore when training begins
+        self._rng_checkpoint = None  # restore the random state from here once the first batches are read
+
+    @staticmethod
+    def _path(checkpoint, rank: int) -> Path:
+        return Path(checkpoint) / f"stream_state_{rank}.json"
+
+    def prepare_resume(self, checkpoint: str, args) -> None:
+        """Before `train`: resume at the saved position if every process has one that fits this run."""
+        paths = [self._path(checkpoint, rank) for rank in range(args.world_size)]
+        problem = None
+        if not all(p.is_file() for p in paths):
+            problem = "it holds no stream position for every process"
+        else:
+            saved = json.loads(paths[args.process_index].read_text())
+            if (saved["world_size"], saved["num_workers"]) != (args.world_size, args.dataloader_num_workers):
+                problem = (
+                    f"it was saved by {saved['world_size']} process(es) with {saved['num_workers']} data loader "
+                    f"worker(s) each, this run has {args.world_size} and {args.dataloader_num_workers}"
+                )
+        if problem:
+            logger.warning("%s: %s; the stream is replayed from its start up to the checkpoint", checkpoint, problem)
+            return
+        # Every process decides alike (the same files), so all of them skip the replay or none does.
+        args.ignore_data_skip = True
+        self._position = saved["data_loader"]
+        self._rng_checkpoint = checkpoint
+        logger.info("resuming the stream at its saved position (step %d)", saved["step"])
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        if self._position is not None:
+            train_dataloader.load_state_dict(self._position)
+            self._position = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        # Starting the data loader draws from torch's random generator; the uninterrupted run drew that at step 0.
+        # The Trainer restores the checkpoint's random state before that draw, so it is restored again here, after
+        # it, for the dropout of the first resumed step to match.
+        if self._rng_checkpoint is not None:
+            self._load_rng_state(self._rng_checkpoint)
+            self._rng_checkpoint = None
+
+    def on_save(self, args, state, control, train_dataloader=None, **kwargs):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if train_dataloader is None or not checkpoint.is_dir():
+            return
+        saved = {
+            "step": state.global_step,
+            "world_size": args.world_size,
+            "num_workers": args.dataloader_num_workers,
+            "data_loader": train_dataloader.state_dict(),
+        }
+        path = self._path(checkpoint, args.process_index)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(saved), encoding="utf-8")
+        partial.replace(path)  # a file that is there is whole
+
+
 class LossHistoryCallback(TrainerCallback):
     """Writes every logged number (loss, learning rate, DPO rewards, ...) to output_dir/training_log.csv and
     plots loss and learning rate to training_log.png. A resumed run keeps the rows up to its checkpoint."""
@@ -236,6 +311,10 @@ def _interrupt(trainer) -> InterruptCallback:
     return next(c for c in trainer.callback_handler.callbacks if isinstance(c, InterruptCallback))
 
 
+def _stream_position(trainer) -> StreamPositionCallback | None:
+    return next((c for c in trainer.callback_handler.callbacks if isinstance(c, StreamPositionCallback)), None)
+
+
 def train(trainer, training_args):
     """Train (resuming if asked). Stopped early by Ctrl+C/SIGTERM: the checkpoint is written, exit with 130.
     A signal after the last step (during the final evaluation) does not stop the final save."""
@@ -246,8 +325,12 @@ def train(trainer, training_args):
     for module in trainer.model.modules():
         if hasattr(getattr(module, "config", None), "use_cache"):
             module.config.use_cache = training_args.use_cache
+    checkpoint = resolve_resume(training_args)
+    stream_position = _stream_position(trainer)
+    if checkpoint and stream_position:
+        stream_position.prepare_resume(checkpoint, training_args)
     try:
-        result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
         _interrupt(trainer).release()
         raise
@@ -348,8 +431,9 @@ def check_streaming(data_args, training_args) -> None:
 
 
 def build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args):
-    """The stock Seq2SeqTrainer with dynamic padding (labels padded with -100) and our callbacks."""
-    return Seq2SeqTrainer(
+    """The stock Seq2SeqTrainer with dynamic padding (labels padded with -100) and our callbacks; a stream's
+    position is saved in each checkpoint (see StreamPositionCallback)."""
+    trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -358,3 +442,9 @@ def build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, trainin
         processing_class=tokenizer,
         callbacks=training_callbacks(training_args),
     )
+    if isinstance(train_dataset, datasets.IterableDataset):
+        # transformers 5 no longer exposes accelerate's stateful data loader in its arguments: set it on the
+        # Accelerator's data loader configuration, which `prepare` reads.
+        trainer.accelerator.dataloader_config.use_stateful_dataloader = True
+        trainer.add_callback(StreamPositionCallback(trainer._load_rng_state))
+    return trainer
