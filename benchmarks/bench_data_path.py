@@ -3,7 +3,7 @@ shuffle buffer) against ChatLM-mini-Chinese's (random order, prompt and response
 batch), on the same model, data (`sft/sft_mix_44k`) and batch size, in one run.
 
 Both paths feed the same training step (the model's forward and backward, AdamW); the batches come from
-`sccl_hf.tables` (ours: `load_seq2seq_splits(..., group_batch_size=B)` on a stream; ChatLM's: the same rows in
+`sccl_hf.tables` (ours: `load_seq2seq_splits` on a stream, grouped by length; ChatLM's: the same rows in
 random order through `DataCollatorForSeq2Seq`). Reported: the share of computed positions that are real tokens
 (over the whole data set), non-pad tokens per second of training, the ratio, and the loss of each run at the same
 number of real tokens (the smaller of the two totals), so that speed is not bought with a worse curve.
@@ -47,7 +47,10 @@ def batches_ours(data: Path, tokenizer, batch_size: int, max_len: int, seed: int
 
     args = SimpleNamespace(train_paths=resolve_files([str(data)], "train_files"), eval_paths=[], streaming=True,
                            buffer_size=10_000, prompt_column="prompt", response_column="response")  # fmt: skip
-    train, _ = load_seq2seq_splits(args, tokenizer, max_len, seed, group_batch_size=batch_size)
+    grouping = SimpleNamespace(
+        seed=seed, per_device_train_batch_size=batch_size, train_sampling_strategy="group_by_length"
+    )
+    train, _ = load_seq2seq_splits(args, tokenizer, max_len, grouping)
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     rows = list(train)
     return [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]

@@ -88,7 +88,9 @@ def test_a_stream_grouped_by_length_keeps_every_row_and_pads_less(tmp_path, toke
                            buffer_size=400, prompt_column="prompt", response_column="response")  # fmt: skip
 
     def batches(group):
-        train, _ = load_seq2seq_splits(args, tokenizer, 64, seed=3, group_batch_size=group)
+        strategy = "group_by_length" if group else "random"
+        training = SimpleNamespace(seed=3, per_device_train_batch_size=8, train_sampling_strategy=strategy)
+        train, _ = load_seq2seq_splits(args, tokenizer, 64, training)
         items = list(train)
         return [items[i : i + 8] for i in range(0, len(items), 8)]
 
@@ -98,8 +100,47 @@ def test_a_stream_grouped_by_length_keeps_every_row_and_pads_less(tmp_path, toke
                        for b in batch_list)  # fmt: skip
         return real / computed
 
-    plain, grouped = batches(None), batches(8)
+    plain, grouped = batches(False), batches(True)
     key = lambda r: (tuple(r["input_ids"]), tuple(r["labels"]))  # noqa: E731
     assert sorted(map(key, (r for b in grouped for r in b))) == sorted(map(key, (r for b in plain for r in b)))
     assert padded_share(grouped) > 0.8 > 0.5 > padded_share(plain)  # real tokens / computed positions
-    assert batches(8) == grouped  # the same seed, the same order
+    assert batches(True) == grouped  # the same seed, the same order
+
+
+def test_a_token_budget_cuts_batches_of_varying_rows_under_it(tmp_path, tokenizer_dir):
+    """`max_tokens_per_batch`: whole batches come out of the stream, each under the budget in computed positions
+    and under per_device_train_batch_size rows; long rows make smaller batches; no row is lost; the collator
+    unpacks them into the usual padded tensors."""
+    import random
+    from types import SimpleNamespace
+
+    from transformers import DataCollatorForSeq2Seq
+
+    from sccl_hf.model import load_tokenizer
+    from sccl_hf.recipes import DataArguments
+    from sccl_hf.tables import PackedBatchCollator, load_seq2seq_splits
+
+    rng = random.Random(1)
+    rows = [{"prompt": "问" * rng.choice([2, 3, 50]), "response": "答" * rng.randint(1, 6)} for _ in range(300)]
+    path = write_parquet(tmp_path / "rows.parquet", rows)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    args = DataArguments(train_files=[str(path)], streaming=True, buffer_size=100, max_tokens_per_batch=200)
+    training = SimpleNamespace(seed=0, per_device_train_batch_size=16, train_sampling_strategy="group_by_length")
+    train, _ = load_seq2seq_splits(args, tokenizer, 64, training)
+    batches = list(train)
+    sizes = [len(b["input_ids"]) for b in batches]
+    cost = [len(b["input_ids"]) * (max(map(len, b["input_ids"])) + max(map(len, b["labels"]))) for b in batches]
+    assert sum(sizes) == len(rows) and max(sizes) == 16 and min(sizes) < 8
+    assert max(cost) <= 200
+    long_rows = [n for n, b in zip(sizes, batches) if max(map(len, b["input_ids"])) > 40]
+    assert long_rows and max(long_rows) < 4  # 50-character prompts: few per batch
+
+    collated = PackedBatchCollator(DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100))([batches[0]])
+    assert collated["input_ids"].shape[0] == sizes[0]
+    assert collated["labels"].shape[0] == sizes[0]
+
+    with pytest.raises(ValueError, match="max_tokens_per_batch needs streaming: true"):
+        DataArguments(train_files=[str(path)], max_tokens_per_batch=200)
+    small = DataArguments(train_files=[str(path)], streaming=True, max_tokens_per_batch=100)
+    with pytest.raises(ValueError, match="less than one row can take"):
+        load_seq2seq_splits(small, tokenizer, 64, training)

@@ -271,11 +271,21 @@ def test_training_runs_without_the_decoder_cache_and_saves_it_on(tokenizer_dir, 
     model = new_model(build_config("tiny", tokenizer, max_seq_len=32))
     assert model.decoder.config.use_cache is True  # as built
     data = DataArguments(train_files=[str(fixed_rows_file)])
-    train_dataset, _ = load_seq2seq_splits(data, tokenizer, 32, seed=0)
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), max_steps=2, report_to="none", use_cpu=True,
                                     per_device_train_batch_size=4, disable_tqdm=True, save_strategy="no")  # fmt: skip
+    train_dataset, _ = load_seq2seq_splits(data, tokenizer, 32, args)
     trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, None, args)
     trainer.add_callback(Record())
     save_trained(trainer, args, tokenizer, train(trainer, args))
     assert seen == [(False, False), (False, False)]
     assert json.loads((tmp_path / "config.json").read_text())["use_cache"] is True
+
+
+def test_a_token_budget_trains_on_batches_of_varying_size(tokenizer_dir, sharded_pretrain, tmp_path):
+    overrides = streaming_overrides(tokenizer_dir, sharded_pretrain, tmp_path, "--max_tokens_per_batch", "160")
+    results = run_recipe(str(DEMO / "pretrain.yaml"), [*overrides, "--save_strategy", "no"])
+    assert [step for step, _ in logged(tmp_path)] == list(range(1, 9))
+    assert results["rows_seen"] is None  # batches vary: not counted as steps x rows
+    assert results["prompt_tokens_seen"] > 0
+    recipe = (tmp_path / "recipe.yaml").read_text()
+    assert "max_tokens_per_batch: 160" in recipe and "per_device_train_batch_size: 4" in recipe

@@ -247,6 +247,7 @@ VALUE_LIMITS = {
             "save_total_limit",
             "max_seq_len",
             "buffer_size",
+            "max_tokens_per_batch",
             "batch_size",
             "vocab_size",
             "lora_r",
@@ -499,6 +500,22 @@ class DataArguments(DataFiles):
     buffer_size: int = field(
         default=10_000, metadata={"help": "rows shuffled together (one window) when streaming, and grouped by length"}
     )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "streaming: a token budget per batch, in computed positions (rows x (longest prompt + longest "
+            "response)); batches then hold at most per_device_train_batch_size rows and fewer when rows are long"
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_tokens_per_batch is not None:
+            if not self.streaming:
+                raise ValueError(
+                    "max_tokens_per_batch needs streaming: true (batches of varying size are cut from the stream's "
+                    "windows; an in-memory table goes through the Trainer's fixed-size batches)"
+                )
 
 
 @dataclass

@@ -207,47 +207,93 @@ def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", r
     return tokenize
 
 
-def shuffle_windows(seed: int, group_batch_size: int | None = None):
-    """A batched map function (`with_indices=True`) that shuffles a stream window by window: the tokenized rows of
-    each window in a random order or, with `group_batch_size`, cut into batches of similar length (rows sorted by
-    length, cut into batches, the batches shuffled). The Trainer's data loader takes consecutive rows, so its
-    batches are these, and dynamic padding then pads little.
+def cut_batches(order: list[int], lengths: list[tuple[int, int]], max_rows: int, max_tokens: int | None) -> list:
+    """`order` cut into consecutive batches of at most `max_rows` rows and, with `max_tokens`, at most that many
+    computed positions: rows × (longest prompt + longest response), what a padded batch costs."""
+    batches, current, longest_prompt, longest_response = [], [], 0, 0
+    for k in order:
+        prompt = max(longest_prompt, lengths[k][0])
+        response = max(longest_response, lengths[k][1])
+        if current and (
+            len(current) == max_rows or (max_tokens and (len(current) + 1) * (prompt + response) > max_tokens)
+        ):
+            batches.append(current)
+            current, prompt, response = [], lengths[k][0], lengths[k][1]
+        current.append(k)
+        longest_prompt, longest_response = prompt, response
+    return batches + [current] if current else batches
+
+
+def shuffle_windows(seed: int, batch_rows: int | None = None, group: bool = False, max_tokens: int | None = None):
+    """A batched map function (`with_indices=True`) that shuffles a stream window by window.
+
+    - Plain: the tokenized rows of each window in a random order.
+    - `group`: cut into batches of `batch_rows` rows of similar length (rows sorted by length, cut into batches,
+      the batches shuffled). The Trainer's data loader takes consecutive rows, so its batches are these, and
+      dynamic padding then pads little.
+    - `max_tokens`: batches of at most `batch_rows` rows and `max_tokens` computed positions (see `cut_batches`),
+      so they vary in rows; each is returned as one row of lists, for a data loader of batch size 1 and
+      `PackedBatchCollator`.
 
     Why windows and not `IterableDataset.shuffle`: a shuffle buffer is not part of a stream's saved state
     (datasets#7444: it is refilled on resume), so a resumed run would train on other batches. A window's order
     depends only on its rows and its position in the stream, and `datasets` saves the position of the window's
     first row: a resumed run recomputes the window it stopped in and goes on with the same batches, at a cost that
     does not grow with the step. Length grouping is written here because `datasets` has none for streams."""
-    import random
 
     def reorder(batch: dict, indices: list[int]) -> dict:
         rng = random.Random(seed * 1_000_003 + indices[0])
-        if group_batch_size is None:
-            order = list(range(len(indices)))
-            rng.shuffle(order)
-        else:
+        lengths = [(len(i), len(label)) for i, label in zip(batch["input_ids"], batch["labels"])]
+        order = list(range(len(indices)))
+        if group:
             # Prompt length in steps of 16 tokens, then response length: both sides of a batch end up close
             # (sorting by the pair leaves responses of every length under one prompt length; by their sum, neither).
-            lengths = [(len(i) // 16, len(label)) for i, label in zip(batch["input_ids"], batch["labels"])]
-            order = sorted(range(len(lengths)), key=lambda k: (lengths[k], rng.random()))
-            batches = [order[i : i + group_batch_size] for i in range(0, len(order), group_batch_size)]
+            order.sort(key=lambda k: (lengths[k][0] // 16, lengths[k][1], rng.random()))
+        else:
+            rng.shuffle(order)
+        if not group and not max_tokens:
+            return {key: [values[k] for k in order] for key, values in batch.items()}
+        batches = cut_batches(order, lengths, batch_rows, max_tokens)
+        if group:
             rng.shuffle(batches)
-            order = [k for b in batches for k in b]
-        return {key: [values[k] for k in order] for key, values in batch.items()}
+        if max_tokens:
+            return {key: [[values[k] for k in b] for b in batches] for key, values in batch.items()}
+        return {key: [values[k] for b in batches for k in b] for key, values in batch.items()}
 
     return reorder
 
 
-def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, seed: int, group_batch_size: int | None = None):
+class PackedBatchCollator:
+    """Collates the rows of a data loader whose items are whole batches (`shuffle_windows` with a token budget):
+    the batch's rows are unpacked and handed to the usual collator."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, items: list[dict]) -> dict:
+        rows = [dict(zip(item, values)) for item in items for values in zip(*item.values())]
+        return self.collator(rows)
+
+
+def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, training_args):
     """(train, eval or None): tokenized prompt/response rows of the recipe's train_files and eval_files.
-    A streamed training set is shuffled in windows of `buffer_size` rows; with `group_batch_size`, each window is
-    cut into batches of similar length."""
+
+    A streamed training set is shuffled in windows of `buffer_size` rows (seeded by the recipe's seed); with
+    `train_sampling_strategy: group_by_length`, each window is cut into batches of similar length, and with
+    `max_tokens_per_batch` into batches under that budget (whole batches as items, see `shuffle_windows`)."""
+    seed = training_args.seed
     train = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, max_seq_len, seed=seed)
     if data_args.streaming:
-        window = data_args.buffer_size
-        if group_batch_size:  # whole batches per window
-            window = max(group_batch_size, window // group_batch_size * group_batch_size)
-        reorder = shuffle_windows(seed, group_batch_size)
+        batch_rows = training_args.per_device_train_batch_size
+        group = training_args.train_sampling_strategy == "group_by_length"
+        max_tokens = getattr(data_args, "max_tokens_per_batch", None)
+        if max_tokens and max_tokens < 2 * max_seq_len:
+            raise ValueError(
+                f"max_tokens_per_batch: {max_tokens} is less than one row can take (a prompt and a response of "
+                f"max_seq_len {max_seq_len} tokens: {2 * max_seq_len})"
+            )
+        window = max(batch_rows, data_args.buffer_size // batch_rows * batch_rows)  # whole batches per window
+        reorder = shuffle_windows(seed, batch_rows, group, max_tokens)
         train = train.map(reorder, batched=True, batch_size=window, with_indices=True)
     evaluation = None
     if data_args.eval_paths:

@@ -17,6 +17,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
 
 from sccl_hf.errors import TrainingError
 from sccl_hf.model import copy_remote_code, prepare_for_save, save_tokenizer
+from sccl_hf.tables import PackedBatchCollator
 
 logger = logging.getLogger(__name__)
 
@@ -392,11 +393,13 @@ def _save(trainer, training_args, tokenizer, result) -> dict:
     if training_args.push_to_hub:
         push_with_trainer(trainer, training_args)
     batch_rows = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    packed = isinstance(trainer.data_collator, PackedBatchCollator)  # batches of varying rows: not counted
     return {
         "metrics": metrics,
         "steps": state.global_step,
         "epochs": state.epoch,
-        "rows_seen": state.global_step * batch_rows * training_args.world_size,  # full batches; the last may be short
+        # full batches (the last may be short)
+        "rows_seen": None if packed else state.global_step * batch_rows * training_args.world_size,
         "prompt_tokens_seen": state.num_input_tokens_seen,  # encoder tokens, padding excluded
         "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
         "output_dir": str(training_args.output_dir),
@@ -430,15 +433,25 @@ def check_streaming(data_args, training_args) -> None:
     training_args.accelerator_config.dispatch_batches = False
 
 
-def build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args):
+def build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args, data_args=None):
     """The stock Seq2SeqTrainer with dynamic padding (labels padded with -100) and our callbacks; a stream's
-    position is saved in each checkpoint (see StreamPositionCallback)."""
+    position is saved in each checkpoint (see StreamPositionCallback). With a token budget per batch the stream's
+    items are whole batches (`tables.shuffle_windows`): the data loader takes one at a time and unpacks it."""
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    if getattr(data_args, "max_tokens_per_batch", None):
+        logger.info(
+            "batches of at most %d rows and %d positions: the data loader takes one packed batch at a time",
+            training_args.per_device_train_batch_size,
+            data_args.max_tokens_per_batch,
+        )
+        training_args.per_device_train_batch_size = 1
+        collator = PackedBatchCollator(collator)
     trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=training_callbacks(training_args),
     )

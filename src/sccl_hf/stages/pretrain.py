@@ -30,9 +30,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     else:
         config = models.build_config(model_args.preset, tokenizer, dropout_rate=model_args.dropout_rate)
     max_seq_len = models.training_max_len(config, data_args.max_seq_len)
-    grouped = training_args.train_sampling_strategy == "group_by_length"  # a stream: grouped by us, in tables
-    group = training_args.per_device_train_batch_size if grouped else None
-    train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, max_seq_len, training_args.seed, group)
+    train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, max_seq_len, training_args)
 
     # 3. model: a new model from the preset, or the saved one to continue
     if model_args.model_name_or_path:
@@ -43,7 +41,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     logging.getLogger(__name__).info("model: %.1fM parameters, max_seq_len %d", parameters / 1e6, max_seq_len)
 
     # 4. work
-    trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args)
+    trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args, data_args)
     result = train(trainer, training_args)
 
     # 5. save

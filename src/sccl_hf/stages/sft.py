@@ -35,9 +35,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     tokenizer = models.load_tokenizer(model_args.tokenizer_dir or model_args.model_name_or_path)
     config = models.load_config(model_args.model_name_or_path)
     max_seq_len = models.training_max_len(config, data_args.max_seq_len)
-    grouped = training_args.train_sampling_strategy == "group_by_length"  # a stream: grouped by us, in tables
-    group = training_args.per_device_train_batch_size if grouped else None
-    train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, max_seq_len, training_args.seed, group)
+    train_dataset, eval_dataset = load_seq2seq_splits(data_args, tokenizer, max_seq_len, training_args)
 
     # 3. model
     model = models.load_model(model_args.model_name_or_path, config=config)
@@ -49,7 +47,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     )
 
     # 4. work
-    trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args)
+    trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args, data_args)
     result = train(trainer, training_args)
 
     # 5. save
