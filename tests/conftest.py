@@ -139,3 +139,15 @@ def page_dom(url: str, profile: Path, ready: str, screenshot: Path | None = None
         subprocess.run(["chromium", *flags, f"--screenshot={screenshot}", "--window-size=900,600", url],
                        capture_output=True, timeout=120)  # fmt: skip
     return dom
+
+
+@pytest.fixture(autouse=True)
+def autocast_restored():
+    """Each test starts with this thread's autocast as the one before it found it: a test that trains with TRL's
+    bf16 defaults directly (not through a stage) can leave CPU autocast on, and later tests would compute in bf16."""
+    import torch
+
+    saved = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    yield
+    torch.set_autocast_enabled("cpu", saved[0])
+    torch.set_autocast_dtype("cpu", saved[1])

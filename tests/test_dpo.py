@@ -233,3 +233,15 @@ def test_dpo_data_drops_answers_equal_to_the_reference_and_resumes(trained_model
     written = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [r["prompt"] for r in written] == prompts[3:]
     assert all(r["chosen"] == "一个不同的答案" and r["rejected"] for r in written)
+
+
+def test_a_bf16_dpo_run_leaves_autocast_as_it_found_it(tiny_model_dir, pairs_file, tmp_path):
+    """bf16 with gradient checkpointing (TRL's defaults) left CPU autocast on after training: what ran next in the
+    process computed in bf16. The stage restores it."""
+    import torch
+
+    args = ["--model_name_or_path", str(tiny_model_dir), "--train_files", str(pairs_file)]
+    run_recipe(
+        str(DEMO / "dpo.yaml"), [*args, *dpo_args(tmp_path, 2), "--bf16", "true", "--gradient_checkpointing", "true"]
+    )
+    assert not torch.is_autocast_enabled("cpu")

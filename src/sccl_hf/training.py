@@ -1,5 +1,6 @@
 """What every training stage shares: logging, resume, Ctrl+C/SIGTERM handling, loss history, the final save."""
 
+import contextlib
 import csv
 import json
 import logging
@@ -316,6 +317,22 @@ def _stream_position(trainer) -> StreamPositionCallback | None:
     return next((c for c in trainer.callback_handler.callbacks if isinstance(c, StreamPositionCallback)), None)
 
 
+@contextlib.contextmanager
+def autocast_state_kept():
+    """Restores this thread's autocast switches when the block ends. A bf16 DPO run with gradient checkpointing (TRL's
+    defaults) left CPU autocast switched on after `trainer.train()`: the exit of accelerate's autocast-wrapped forward
+    restored "on" (dev/LOG.md). Whatever ran next in the process (the final save's checks, the next stage in a
+    script or a test) then computed in bf16 without asking."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    saved = {device: (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)) for device in devices}
+    try:
+        yield
+    finally:
+        for device, (enabled, dtype) in saved.items():
+            torch.set_autocast_enabled(device, enabled)
+            torch.set_autocast_dtype(device, dtype)
+
+
 def train(trainer, training_args):
     """Train (resuming if asked). Stopped early by Ctrl+C/SIGTERM: the checkpoint is written, exit with 130.
     A signal after the last step (during the final evaluation) does not stop the final save."""
@@ -331,7 +348,8 @@ def train(trainer, training_args):
     if checkpoint and stream_position:
         stream_position.prepare_resume(checkpoint, training_args)
     try:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        with autocast_state_kept():
+            result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
         _interrupt(trainer).release()
         raise
