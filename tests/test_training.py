@@ -156,7 +156,7 @@ def resume_from_copy(checkpoint, output_dir):
 
 def test_a_stream_resumes_at_its_saved_position_with_the_same_losses(tokenizer_dir, sharded_pretrain, tmp_path, caplog):
     """One process, two data loader workers: the resumed run neither replays the stream nor trains on other
-    batches (its losses are the uninterrupted run's, to the bit). Without a saved position it replays, and says so."""
+    batches (its losses are the uninterrupted run's, to the bit)."""
     workers = ["--dataloader_num_workers", "2"]
     whole = tmp_path / "whole"
     run_recipe(str(DEMO / "pretrain.yaml"), streaming_overrides(tokenizer_dir, sharded_pretrain, whole, *workers))
@@ -170,13 +170,41 @@ def test_a_stream_resumes_at_its_saved_position_with_the_same_losses(tokenizer_d
     assert "resuming the stream at its saved position (step 4)" in caplog.text
     assert logged(resumed) == logged(whole)[4:]
 
-    (resumed / "checkpoint-4" / "stream_state_0.json").unlink()  # a checkpoint from before positions were saved
-    replayed = resume_from_copy(resumed / "checkpoint-4", tmp_path / "replayed")
-    caplog.clear()
-    run_recipe(str(DEMO / "pretrain.yaml"),
-               streaming_overrides(tokenizer_dir, sharded_pretrain, replayed, *workers, "--resume_from_checkpoint", "true"))  # fmt: skip
-    assert "holds no stream position for every process; the stream is replayed" in caplog.text
-    assert logged(replayed) == logged(whole)[4:]
+    assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize(
+    ("saved", "problem"),
+    [
+        (None, "holds no stream position for every process"),
+        (
+            {"world_size": 1, "num_workers": 2},
+            "saved by 1 process(es) with 2 data loader worker(s) each, this run has 1 and 0",
+        ),
+        (
+            {"world_size": 2, "num_workers": 0},
+            "saved by 2 process(es) with 0 data loader worker(s) each, this run has 1 and 0",
+        ),
+    ],
+    ids=["no position", "other workers", "other processes"],
+)
+def test_a_stream_without_a_fitting_position_is_replayed_with_a_warning(saved, problem, tmp_path, caplog):
+    """The Trainer's replay (slow, but the same batches) when the checkpoint has no position this run can use."""
+    from types import SimpleNamespace
+
+    from sccl_hf.training import StreamPositionCallback
+
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    if saved:
+        for rank in range(saved["world_size"]):
+            state = {"step": 4, "data_loader": {}, **saved}
+            (checkpoint / f"stream_state_{rank}.json").write_text(json.dumps(state))
+    args = SimpleNamespace(world_size=1, process_index=0, dataloader_num_workers=0, ignore_data_skip=False)
+    with caplog.at_level("WARNING", logger="sccl_hf.training"):
+        StreamPositionCallback(load_rng_state=None).prepare_resume(str(checkpoint), args)
+    assert problem in caplog.text and "the stream is replayed from its start" in caplog.text
+    assert args.ignore_data_skip is False  # the Trainer replays
 
 
 def test_two_process_streaming_pretrain_saves_a_model_and_resumes_exactly(tokenizer_dir, sharded_pretrain, tmp_path):

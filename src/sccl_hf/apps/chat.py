@@ -7,7 +7,6 @@ block of several lines.
 
 import argparse
 
-from sccl_hf.engine import load_engine
 from sccl_hf.model_folder import existing_model_folder, resolve_model_argument
 from sccl_hf.prompt import render_prompt
 
@@ -52,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-repeat-ngram-size", type=int, default=None, help="e.g. 3: never repeat a 3-gram")
     args = parser.parse_args(argv)
     args.model = resolve_model_argument(parser, args.model, args.hub)
+
+    from sccl_hf.engine import load_engine  # torch and transformers: after the arguments are checked
 
     engine = load_engine(args.model, args.device, args.engine)
     search_type, max_new_tokens = args.search_type, args.max_new_tokens

@@ -26,7 +26,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -35,7 +34,6 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from sccl_hf.engine import Engine, GenerationCancelled, load_engine
 from sccl_hf.model_folder import existing_model_folder, resolve_model_argument
 from sccl_hf.prompt import PromptError, render_prompt
 
@@ -177,7 +175,9 @@ class StopSequences:
 class ModelWorker:
     """Runs generations in worker threads and hands their text to the event loop."""
 
-    def __init__(self, engine: Engine, search_type: str, workers: int, batch_size: int = 1):
+    def __init__(self, engine, search_type: str, workers: int, batch_size: int = 1):
+        from sccl_hf.engine import Engine
+
         self.engine, self.search_type = engine, search_type
         self.max_seq_len = engine.max_len
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
@@ -227,6 +227,8 @@ class ModelWorker:
         exception when generation failed)."""
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         cancelled = cancelled or threading.Event()
+
+        from sccl_hf.engine import GenerationCancelled
 
         def run():
             with self._running_lock:
@@ -377,6 +379,10 @@ def create_app(
     engine_name: str = "torch",
     batch_size: int = 16,
 ) -> FastAPI:
+    import torch
+
+    from sccl_hf.engine import load_engine
+
     engine = load_engine(model_dir, device, engine_name)
     batching = batch_size > 1 and engine_name == "torch" and search_type in ("greedy", "sampling")
     if engine.device_type == "cpu" and engine_name == "torch" and not batching:
