@@ -185,8 +185,9 @@ def test_a_stream_resumes_at_its_saved_position_with_the_same_losses(tokenizer_d
             {"world_size": 2, "num_workers": 0},
             "saved by 2 process(es) with 0 data loader worker(s) each, this run has 1 and 0",
         ),
+        ("cut short", "stream_state_0.json cannot be read"),
     ],
-    ids=["no position", "other workers", "other processes"],
+    ids=["no position", "other workers", "other processes", "cut short"],
 )
 def test_a_stream_without_a_fitting_position_is_replayed_with_a_warning(saved, problem, tmp_path, caplog):
     """The Trainer's replay (slow, but the same batches) when the checkpoint has no position this run can use."""
@@ -196,7 +197,9 @@ def test_a_stream_without_a_fitting_position_is_replayed_with_a_warning(saved, p
 
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()
-    if saved:
+    if saved == "cut short":
+        (checkpoint / "stream_state_0.json").write_text('{"step": 4, "world_')
+    elif saved:
         for rank in range(saved["world_size"]):
             state = {"step": 4, "data_loader": {}, **saved}
             (checkpoint / f"stream_state_{rank}.json").write_text(json.dumps(state))

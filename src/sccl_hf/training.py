@@ -167,8 +167,13 @@ class StreamPositionCallback(TrainerCallback):
         if not all(p.is_file() for p in paths):
             problem = "it holds no stream position for every process"
         else:
-            saved = json.loads(paths[args.process_index].read_text())
-            if (saved["world_size"], saved["num_workers"]) != (args.world_size, args.dataloader_num_workers):
+            try:
+                saved = json.loads(paths[args.process_index].read_text(encoding="utf-8"))
+                shape = (saved["world_size"], saved["num_workers"])
+            except (ValueError, KeyError, TypeError) as error:
+                saved, shape = None, None
+                problem = f"{paths[args.process_index].name} cannot be read ({error!r})"
+            if saved is not None and shape != (args.world_size, args.dataloader_num_workers):
                 problem = (
                     f"it was saved by {saved['world_size']} process(es) with {saved['num_workers']} data loader "
                     f"worker(s) each, this run has {args.world_size} and {args.dataloader_num_workers}"
