@@ -46,7 +46,7 @@ def batches_ours(data: Path, tokenizer, batch_size: int, max_len: int, seed: int
     from sccl_hf.tables import load_seq2seq_splits
 
     args = SimpleNamespace(train_paths=resolve_files([str(data)], "train_files"), eval_paths=[], streaming=True,
-                           buffer_size=10_000, prompt_column="prompt", response_column="response")  # fmt: skip
+                           buffer_size=10_000, prompt_column="prompt", response_column="response", max_tokens_per_batch=None)  # fmt: skip
     grouping = SimpleNamespace(
         seed=seed, per_device_train_batch_size=batch_size, train_sampling_strategy="group_by_length"
     )

@@ -24,6 +24,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from transformers import TrainerCallback  # noqa: E402 (after the offline settings)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCCL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -45,33 +47,29 @@ def prepare(work: Path) -> tuple[Path, Path]:
     return data, tokenizer
 
 
-class Probe:
-    """Callbacks of the benchmark: save at the chosen steps; time a resumed run's first step, then stop it."""
+class SaveAt(TrainerCallback):
+    """Saves a checkpoint at the chosen steps."""
 
-    @staticmethod
-    def saving(steps: set[int]):
-        from transformers import TrainerCallback
+    def __init__(self, steps: set[int]):
+        self.steps = steps
 
-        class SaveAt(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step in steps:
-                    control.should_save = True
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            control.should_save = True
 
-        return SaveAt()
 
-    @staticmethod
-    def first_step(times: dict):
-        from transformers import TrainerCallback
+class FirstStepTimer(TrainerCallback):
+    """Times a resumed run from the start of training to the end of its first step, then stops it."""
 
-        class FirstStep(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                times["begin"] = time.perf_counter()
+    def __init__(self):
+        self.begin = self.first_step_end = None
 
-            def on_step_end(self, args, state, control, **kwargs):
-                times.setdefault("first_step_end", time.perf_counter())
-                control.should_training_stop = True
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = time.perf_counter()
 
-        return FirstStep()
+    def on_step_end(self, args, state, control, **kwargs):
+        self.first_step_end = self.first_step_end or time.perf_counter()
+        control.should_training_stop = True
 
 
 def run(data: Path, tokenizer_dir: Path, output_dir: Path, steps: int, callbacks: list, resume: bool) -> None:
@@ -124,7 +122,7 @@ def main() -> None:
     whole = options.work / "whole"
     shutil.rmtree(whole, ignore_errors=True)
     started = time.perf_counter()
-    run(data, tokenizer_dir, whole, options.steps, [Probe.saving({options.early, options.steps})], resume=False)
+    run(data, tokenizer_dir, whole, options.steps, [SaveAt({options.early, options.steps})], resume=False)
     train_seconds = time.perf_counter() - started
     uninterrupted = losses(whole)
 
@@ -137,13 +135,13 @@ def main() -> None:
             if method == "replay":  # a checkpoint without a saved position: the Trainer replays the stream
                 for path in checkpoint.glob("stream_state_*.json"):
                     path.unlink()
-            times = {}
-            run(data, tokenizer_dir, output_dir, options.steps, [Probe.first_step(times)], resume=True)
+            timer = FirstStepTimer()
+            run(data, tokenizer_dir, output_dir, options.steps, [timer], resume=True)
             resumed_loss = losses(output_dir)[step + 1]
             rows.append({
                 "step": step,
                 "method": method,
-                "resume_seconds": round(times["first_step_end"] - times["begin"], 2),
+                "resume_seconds": round(timer.first_step_end - timer.begin, 2),
                 "loss": resumed_loss,
                 "uninterrupted_loss": uninterrupted[step + 1],
                 "same_loss": resumed_loss == uninterrupted[step + 1],

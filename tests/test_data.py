@@ -85,7 +85,7 @@ def test_a_stream_grouped_by_length_keeps_every_row_and_pads_less(tmp_path, toke
     path = write_parquet(tmp_path / "rows.parquet", rows)
     tokenizer = load_tokenizer(tokenizer_dir)
     args = SimpleNamespace(train_paths=resolve_files([str(path)], "train_files"), eval_paths=[], streaming=True,
-                           buffer_size=400, prompt_column="prompt", response_column="response")  # fmt: skip
+                           buffer_size=400, prompt_column="prompt", response_column="response", max_tokens_per_batch=None)  # fmt: skip
 
     def batches(group):
         strategy = "group_by_length" if group else "random"

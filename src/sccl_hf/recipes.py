@@ -463,6 +463,14 @@ def resolve_files(patterns: list[str], key: str, suffixes=(".parquet", ".jsonl",
     return files
 
 
+def required_files(patterns: list[str], key: str, suffixes=(".parquet", ".jsonl", ".json")) -> list[Path]:
+    """`resolve_files` for a key that must name at least one file."""
+    if not patterns:
+        kinds = "/".join(suffix.lstrip(".") for suffix in suffixes)
+        raise ValueError(f"{key}: give at least one {kinds} file, directory or glob")
+    return resolve_files(patterns, key, suffixes)
+
+
 @dataclass
 class RunArguments:
     """Keys every stage takes (the runner adds them; the stage's own `main` never sees them)."""
@@ -480,10 +488,8 @@ class DataFiles:
     eval_files: list[str] = field(default_factory=list, metadata={"help": "held-out files for evaluation"})
 
     def __post_init__(self):
-        if not self.train_files:
-            raise ValueError("train_files: give at least one parquet/jsonl file, directory or glob")
-        self.train_paths = resolve_files(self.train_files, "train_files")
-        self.eval_paths = resolve_files(self.eval_files, "eval_files") if self.eval_files else []
+        self.train_paths = required_files(self.train_files, "train_files")
+        self.eval_paths = resolve_files(self.eval_files, "eval_files")
 
 
 @dataclass
@@ -561,9 +567,7 @@ class EvalTableArguments:
 
         if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
             raise FileNotFoundError(problem)
-        if not self.eval_files:
-            raise ValueError("eval_files: give at least one prompt/response parquet or jsonl file")
-        self.eval_paths = resolve_files(self.eval_files, "eval_files")
+        self.eval_paths = required_files(self.eval_files, "eval_files")
 
     def rows(self) -> list[dict]:
         """The table's prompt/response rows (bad rows skipped and counted), the first `max_rows` of them."""

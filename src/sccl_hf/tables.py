@@ -286,7 +286,7 @@ def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, training_args):
     if data_args.streaming:
         batch_rows = training_args.per_device_train_batch_size
         group = training_args.train_sampling_strategy == "group_by_length"
-        max_tokens = getattr(data_args, "max_tokens_per_batch", None)
+        max_tokens = data_args.max_tokens_per_batch
         if max_tokens and max_tokens < 2 * max_seq_len:
             raise ValueError(
                 f"max_tokens_per_batch: {max_tokens} is less than one row can take (a prompt and a response of "

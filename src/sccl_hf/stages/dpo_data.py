@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sccl_hf.errors import DataError
-from sccl_hf.recipes import resolve_files
+from sccl_hf.recipes import required_files
 
 
 # 1. arguments
@@ -33,9 +33,7 @@ class DPODataArguments:
 
         if problem := model_reference_problem(self.model_name_or_path, "model_name_or_path"):
             raise FileNotFoundError(problem)
-        if not self.reference_files:
-            raise ValueError("reference_files: give at least one prompt/response parquet or jsonl file")
-        self.reference_paths = resolve_files(self.reference_files, "reference_files")
+        self.reference_paths = required_files(self.reference_files, "reference_files")
         if Path(self.output_file).suffix != ".jsonl":
             raise ValueError(f"output_file: must end in .jsonl (it is appended to), got '{self.output_file}'")
 

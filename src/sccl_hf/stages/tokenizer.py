@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from sccl_hf.recipes import resolve_files
+from sccl_hf.recipes import required_files
 
 
 # -- arguments --------------------------------------------------------------------------------------------------
@@ -55,9 +55,7 @@ class TokenizerArguments:
             raise FileNotFoundError(f"jieba_user_dict: no such file: '{self.jieba_user_dict}'")
         if self.pretokenize not in ("jieba", "none"):
             raise ValueError(f"pretokenize: must be jieba or none, got '{self.pretokenize}'")
-        if not self.files:
-            raise ValueError("files: give at least one parquet or txt file")
-        self.paths = resolve_files(self.files, "files", suffixes=(".parquet", ".txt"))
+        self.paths = required_files(self.files, "files", suffixes=(".parquet", ".txt"))
         for path in self.paths:
             if path.suffix == ".parquet":
                 missing = set(self.text_columns) - set(pq.ParquetFile(path).schema_arrow.names)
