@@ -389,6 +389,41 @@ def test_demo_recipe_on_shared_raw_data_then_sft(shared_data, tiny_model_dir, tm
     assert (tmp_path / "sft" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_code_in_the_shared_alpaca_rows_is_kept_byte_for_byte(shared_data, tmp_path):
+    """Every code block (fenced or indented) of the alpaca rows that the stage keeps reaches the output exactly as
+    its source wrote it, while the prose around it is still cleaned."""
+    from sccl_hf.cleaning import code_spans
+
+    raw = shared_data / "raw" / "alpaca_zh_part00.json"
+    if not raw.is_file():
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"the raw alpaca file is missing: {raw}")
+    output = tmp_path / "alpaca"
+    source = {
+        "name": "alpaca",
+        "format": "json",
+        "files": str(raw),
+        "prompt": "{instruction}\n{input}",
+        "response": "output",
+    }
+    run_recipe(write_recipe(tmp_path / "r.yaml", output, [source], test_size=0, valid_size=0), [])
+    items = json.loads(raw.read_text(encoding="utf-8"))
+    with_code = {
+        n: [part for is_code, part in code_spans(item["output"]) if is_code] for n, item in enumerate(items, 1)
+    }
+    with_code = {n: blocks for n, blocks in with_code.items() if blocks}
+    gone = {row["line"] for row in dropped(output)}
+    kept = {n: blocks for n, blocks in with_code.items() if n not in gone}
+    responses = "\n\x00\n".join(
+        r for f in sorted((output / "train").glob("*.parquet")) for r in pq.read_table(f).column("response").to_pylist()
+    )
+    intact = [n for n, blocks in kept.items() if all(block in responses for block in blocks)]
+    print(f"alpaca rows with code: {len(with_code)}, kept by the stage: {len(kept)}, code intact: {len(intact)}")
+    assert len(with_code) > 100 and len(kept) > 100
+    assert sorted(intact) == sorted(kept), f"rows whose code changed: {sorted(set(kept) - set(intact))[:10]}"
+    assert "    如果 n == 0：" in responses  # indentation and the spaces inside the line survive
+
+
 # -- unit: cleaning and shingles --------------------------------------------------------------------------------
 
 
@@ -402,6 +437,22 @@ def test_each_rewrite_does_one_thing():
     assert steps["chinese_punctuation"]("你好,世界!(测试) 3.14, a.b") == "你好，世界！（测试） 3.14, a.b"
     assert steps["collapse_punctuation"]("好！！！真的？？……………——————") == "好！真的？……——"
     assert tidy("  a   b \n\n  c  ") == "a b\n\nc"
+
+
+def test_code_keeps_its_text_and_the_prose_around_it_is_cleaned():
+    steps = dict(rewrites(CleaningArguments()))
+    indented = "写一个函数,比较两个数:\ndef add(a, b):\n    if a > b:  # 大(的)\n        return a\n\n    return b\n结果很  简单,对吧"
+    cleaned = tidy(steps["chinese_punctuation"](indented))
+    assert cleaned == (
+        "写一个函数，比较两个数：\ndef add(a, b):\n    if a > b:  # 大(的)\n        return a\n\n    return b\n结果很 简单，对吧"
+    )
+    fenced = "代码如下:\n```python\nx  =  (1,2)  # 中文,注释\n\ty = x\n```\n完毕,好"
+    assert (
+        tidy(steps["chinese_punctuation"](fenced))
+        == "代码如下：\n```python\nx  =  (1,2)  # 中文,注释\n\ty = x\n```\n完毕，好"
+    )
+    # prose indented after a full sentence is prose: cleaned as before
+    assert tidy(steps["chinese_punctuation"]("第一段。\n  第二段,缩进")) == "第一段。\n第二段，缩进"
 
 
 def test_drop_reasons():

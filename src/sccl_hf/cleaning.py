@@ -11,6 +11,9 @@ Rewrites run first, in this order (each counts the rows it changed):
   chinese_punctuation    , . : ; ! ? ( ) next to a Chinese character become ，。：；！？（）
 Then filters (each drops a row under its own reason): prompt and response length, a response that repeats the
 prompt, and the share of CJK characters.
+
+Code is kept byte for byte: rewrites and `tidy` change only the prose around fenced blocks (``` ... ```) and
+indented code (see `code_spans`), so a Python answer keeps its indentation, its spaces and its ASCII punctuation.
 """
 
 import html
@@ -29,6 +32,10 @@ _EN_TO_ZH = {",": "，", ".": "。", ":": "：", ";": "；", "!": "！", "?": "�
 _EN_PUNCT = re.compile(rf"(?<=[{_CJK}])[,.:;!?()]|[,:;!?()](?=[{_CJK}])")
 _REPEATED = re.compile(r"([，。、；：！？,.;:!?~～·])\1+|(…){3,}|(—){3,}")
 _SPACE_RUNS = re.compile(r"[ \t\u3000]+")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_INDENTED = re.compile(r"^(?: {2,}|\t)\S")
+# the line that opens an indented block: `def f(x):`, `if a > b：`, `int main() {`, `items = [`
+_OPENER = re.compile(r"[:：{(\[,\\]\s*$")
 
 
 @dataclass
@@ -71,8 +78,58 @@ def _collapse(match: re.Match) -> str:
     return "……" if match.group(2) else "——"
 
 
+def code_spans(text: str) -> list[tuple[bool, str]]:
+    """The text cut at line boundaries into (is_code, part), in order; the parts join back to the text.
+
+    Code is a fenced block (from a ``` or ~~~ line to its closing line, or to the end when it is not closed), or
+    an indented block: lines indented by two or more spaces or a tab, blank lines between them, and the line that
+    opens them when it ends like a block opener (`:`, `：`, `{`, `(`, `[`, `,`). Prose indented on its own (a
+    paragraph starting with spaces after a full sentence) stays prose. Hand-written: markdown parsers find fences
+    but not the unfenced, machine-translated code of the public instruction sets (`def 阶乘（n）：` + 4 spaces)."""
+    lines = text.split("\n")
+    code = [False] * len(lines)
+    index = 0
+    while index < len(lines):
+        fence = _FENCE.match(lines[index])
+        if fence:
+            end = next((j for j in range(index + 1, len(lines)) if lines[j].lstrip().startswith(fence.group(1))), None)
+            stop = len(lines) - 1 if end is None else end
+            code[index : stop + 1] = [True] * (stop + 1 - index)
+            index = stop + 1
+            continue
+        if _INDENTED.match(lines[index]) and index > 0 and (code[index - 1] or _OPENER.search(lines[index - 1])):
+            start = index if code[index - 1] else index - 1
+            stop = index
+            while stop + 1 < len(lines) and (_INDENTED.match(lines[stop + 1]) or not lines[stop + 1].strip()):
+                stop += 1
+            while stop > index and not lines[stop].strip():  # trailing blank lines are prose again
+                stop -= 1
+            code[start : stop + 1] = [True] * (stop + 1 - start)
+            index = stop + 1
+            continue
+        index += 1
+    parts: list[tuple[bool, list[str]]] = []
+    for line, is_code in zip(lines, code):
+        if parts and parts[-1][0] == is_code:
+            parts[-1][1].append(line)
+        else:
+            parts.append((is_code, [line]))
+    return [(is_code, "\n".join(block)) for is_code, block in parts]
+
+
+def outside_code(rewrite: callable) -> callable:
+    """`rewrite` applied to the prose of a text only; code parts are kept as they are."""
+
+    def apply(text: str) -> str:
+        if "\n" not in text and "`" not in text:  # one line without a fence: prose only, the common case
+            return rewrite(text)
+        return "\n".join(part if is_code else rewrite(part) for is_code, part in code_spans(text))
+
+    return apply
+
+
 def rewrites(args: CleaningArguments) -> list[tuple[str, callable]]:
-    """(name, text -> text) for each switched-on rewrite, in the order they run."""
+    """(name, text -> text) for each switched-on rewrite, in the order they run; each leaves code as it is."""
     steps = []
     if args.nfkc:
         steps.append(("nfkc", lambda t: unicodedata.normalize("NFKC", t)))
@@ -88,12 +145,18 @@ def rewrites(args: CleaningArguments) -> list[tuple[str, callable]]:
         steps.append(("collapse_punctuation", lambda t: _REPEATED.sub(_collapse, t)))
     if args.chinese_punctuation:
         steps.append(("chinese_punctuation", lambda t: _EN_PUNCT.sub(lambda m: _EN_TO_ZH[m.group(0)], t)))
-    return steps
+    return [(name, outside_code(rewrite)) for name, rewrite in steps]
+
+
+def _tidy_prose(text: str) -> str:
+    return "\n".join(_SPACE_RUNS.sub(" ", line).strip() for line in text.split("\n"))
 
 
 def tidy(text: str) -> str:
-    """Runs of spaces to one, and no blank edges (always applied: not a rule a user would switch off)."""
-    return "\n".join(_SPACE_RUNS.sub(" ", line).strip() for line in text.strip().split("\n")).strip()
+    """Runs of spaces to one in prose, and no blank edges (always applied: not a rule a user would switch off).
+    Code keeps its indentation and spacing; only blank lines around the whole text go."""
+    # prose lines are stripped already: what is left at the edges is blank lines
+    return "\n".join(part if is_code else _tidy_prose(part) for is_code, part in code_spans(text)).strip("\n")
 
 
 def cjk_ratio(text: str) -> float:
