@@ -99,6 +99,9 @@ def test_an_installed_wheel_runs_the_demo_stages_outside_the_checkout(tmp_path):
     wheel = next(dist.glob("sccl_hf-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"sccl_hf/recipe_files/demo/tokenizer.yaml", "sccl_hf/apps/web/chat.html", "sccl_hf/stages/sft.py"} <= names
+    assert {
+        f"sccl_hf/recipe_files/{name}.yaml" for name in ("tokenizer", "pretrain", "sft", "dpo_data", "dpo")
+    } <= names
     assert {"modeling_chat_model.py", "configuration_chat_model.py"} <= names
 
     # A fresh virtual environment that borrows this one's packages (torch and the rest) but not its sccl-hf.
@@ -125,6 +128,7 @@ def test_an_installed_wheel_runs_the_demo_stages_outside_the_checkout(tmp_path):
         [python, "-c", "import sccl_hf; print(sccl_hf.__file__)"], cwd=work, capture_output=True, text=True
     )
     assert where.stdout.startswith(str(venv)), where.stdout + where.stderr
+    assert "stage sft" in sccl_in_venv("run", "recipes/sft.yaml", "--help").stdout  # the 0.2B recipes ship too
     sccl_in_venv("run", "recipes/demo/data.yaml")
     sccl_in_venv("run", "recipes/demo/tokenizer.yaml", "--vocab_size", "600")
     sccl_in_venv("run", "recipes/demo/pretrain.yaml", "--preset", "tiny", "--max_steps", "3", "--disable_tqdm", "true")

@@ -1,3 +1,5 @@
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +143,75 @@ def test_every_shipped_recipe_parses(recipe, tmp_path, demo_data, tokenizer_dir,
         recipe = tmp_path / recipe.name
         recipe.write_text(yaml.safe_dump(recipe_keys, allow_unicode=True), encoding="utf-8")
     parse_recipe(recipe, overrides, argument_specs(module))
+
+
+# -- the ChatLM 0.2B recipes: the design card's commands ---------------------------------------------------------
+
+PIPELINE_0P2B = [
+    "data/chatlm_mix", "tokenizer", "pretrain", "data/belle_sft", "sft", "data/dpo_reference", "dpo_data",
+    "data/dpo_mix", "dpo", "dpo_lora", "merge_lora",
+]  # fmt: skip
+INPUT_KEYS = ("files", "tokenizer_dir", "model_name_or_path", "train_files", "eval_files", "reference_files",
+              "adapter_dir")  # fmt: skip
+
+
+def test_the_top_level_recipes_chain_by_their_default_paths():
+    """Run in this order, each recipe reads only what an earlier one wrote (raw downloads aside): the seven
+    top-level commands, with the data recipes before them, are the whole 0.2B pipeline."""
+    from sccl_hf.recipes import read_recipe
+
+    written: list[str] = []
+    for name in PIPELINE_0P2B:
+        recipe = read_recipe(ROOT / "recipes" / f"{name}.yaml")
+        if recipe["stage"] != "data":
+            for key in INPUT_KEYS:
+                values = recipe.get(key) or []
+                for value in [values] if isinstance(values, str) else values:
+                    assert any(value == w or value.startswith(w + "/") for w in written), (
+                        f"recipes/{name}.yaml: {key} '{value}' is written by no earlier recipe ({written})"
+                    )
+        output = recipe.get("output_dir") or str(Path(recipe["output_file"]).parent)
+        if recipe["stage"] == "data":
+            written += [f"{output}/train", f"{output}/valid", f"{output}/test"]
+        else:
+            written.append(recipe.get("output_file") or output)
+        if recipe.get("save_each_epoch"):
+            written.append(f"{output}/epoch-1")
+    assert read_recipe(ROOT / "recipes" / "dpo_data.yaml")["model_name_or_path"] == "runs/sft/epoch-1"
+
+
+def test_stage_help_of_a_top_level_recipe():
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "sccl"), "run", "recipes/pretrain.yaml", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "stage pretrain (src/sccl_hf/stages/pretrain.py)" in result.stdout and "tokenizer_dir" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_design_cards_command_trains_and_saves(tmp_path, tiny_model_dir, demo_data):
+    """`accelerate launch recipes/run.py recipes/sft.yaml` as the card writes it, from the checkout, with CPU-sized
+    overrides: the recipe's own settings train two steps (two epochs of 24 rows: 48 rows per update), save the
+    model, and keep the epoch-1 model that recipes/dpo_data.yaml reads. Model config and tokenizer agree from the
+    start: transformers has no special tokens to "align" and no warning to print."""
+    import pyarrow.parquet as pq
+
+    from conftest import write_parquet
+    from sccl_hf.model_folder import finished_model
+
+    rows = pq.read_table(demo_data["sft"]).slice(0, 24).to_pylist()
+    train = write_parquet(tmp_path / "sft.parquet", [{"prompt": r["prompt"], "response": r["response"]} for r in rows])
+    output = tmp_path / "sft"
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "recipes/run.py", "recipes/sft.yaml",
+               "--model_name_or_path", str(tiny_model_dir), "--train_files", str(train), "--output_dir", str(output),
+               "--max_steps", "2", "--max_seq_len", "64", "--bf16", "false", "--disable_tqdm", "true"]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((output / "results.json").read_text(encoding="utf-8"))
+    assert record["recipe"].endswith("recipes/sft.yaml") and record["results"]["steps"] == 2
+    ran = yaml.safe_load((output / "recipe.yaml").read_text(encoding="utf-8"))
+    assert ran["learning_rate"] == 5.0e-5 and ran["optim"] == "adafactor" and ran["freeze_embeddings_and_encoder"]
+    assert finished_model(output) and finished_model(output / "epoch-1")
+    assert "differ from the model config" not in result.stdout + result.stderr

@@ -65,7 +65,16 @@ class BadRecord:
     raw: str = ""
 
 
-_CONDITION = re.compile(r"^\s*([\w.@-]+)\s*(>=|<=|==|!=|>|<|not in|in)\s*(.+?)\s*$")
+_CONDITION = re.compile(r"^\s*([\w.@-]+)\s*(>=|<=|==|!=|>|<|not contains|contains|not in|in)\s*(.+?)\s*$")
+
+
+def _contains(field_value, words) -> bool:
+    """Whether a field's text holds any of the words (a field that is not text is read as its JSON text, so a
+    ShareGPT `conversations` list can be searched too)."""
+    text = field_value if isinstance(field_value, str) else json.dumps(field_value, ensure_ascii=False)
+    return any(str(word) in text for word in (words if isinstance(words, list) else [words]))
+
+
 _OPERATORS = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -75,19 +84,24 @@ _OPERATORS = {
     "!=": operator.ne,
     "in": lambda a, b: a in b,
     "not in": lambda a, b: a not in b,
+    "contains": _contains,
+    "not contains": lambda a, b: not _contains(a, b),
 }
 
 
 @dataclass
 class Condition:
-    """`field op value` from a source's `where:`, e.g. `star >= 5` or `class in [open_qa, math]`."""
+    """`field op value` from a source's `where:`, e.g. `star >= 5`, `class in [open_qa, math]` or
+    `instruction not contains [翻译, translate]` (a substring, any of a list)."""
 
     text: str
 
     def __post_init__(self):
         match = _CONDITION.match(self.text)
         if not match:
-            raise ValueError(f"'{self.text}' is not 'field op value' (op: >=, <=, >, <, ==, !=, in, not in)")
+            raise ValueError(
+                f"'{self.text}' is not 'field op value' (op: >=, <=, >, <, ==, !=, in, not in, contains, not contains)"
+            )
         self.field, self.op, value = match.groups()
         self.value = yaml.safe_load(value)
 

@@ -42,6 +42,9 @@ def build_config(preset: str, tokenizer: PreTrainedTokenizerBase, max_seq_len: i
         max_seq_len=max_seq_len,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        # the tokenizer's [BOS] too: configs and tokenizers agree from the start, so the Trainer has nothing to
+        # "align" (and no warning to print at every training start)
+        bos_token_id=tokenizer.bos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
         **{**PRESETS[preset], **overrides},
     )
@@ -58,6 +61,7 @@ def generation_config_for(config: TextToTextModelConfig) -> GenerationConfig:
     return GenerationConfig(
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
+        bos_token_id=getattr(config, "bos_token_id", None),
         decoder_start_token_id=config.decoder_start_token_id,
         max_new_tokens=model_max_len(config),
     )
@@ -175,6 +179,7 @@ def convert_chatlm_folder(source: str | Path, target: str | Path, max_seq_len: i
         **{f"{name}_token": f"[{name.upper()}]" for name in ("pad", "eos", "unk", "sep", "bos", "cls", "mask")},
     )
     check_special_tokens(tokenizer)
+    model.config.bos_token_id = tokenizer.bos_token_id
     ensure_eos_template(tokenizer, source=str(source))
     install_chat_template(tokenizer)
     return save_model_dir(model, tokenizer, target)

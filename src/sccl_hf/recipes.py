@@ -539,6 +539,11 @@ class ModelArguments:
     freeze_embeddings_and_encoder: bool = field(
         default=False, metadata={"help": "train only the decoder (ChatLM-mini-Chinese's SFT default)"}
     )
+    save_each_epoch: bool = field(
+        default=False,
+        metadata={"help": "also save a self-contained model as output_dir/epoch-N after each epoch (ChatLM made its "
+                  "DPO rejected answers with the SFT model after one epoch)"},
+    )  # fmt: skip
 
     def __post_init__(self):
         from sccl_hf.model_folder import model_reference_problem

@@ -218,6 +218,30 @@ class StreamPositionCallback(TrainerCallback):
         partial.replace(path)  # a file that is there is whole
 
 
+class EpochModelCallback(TrainerCallback):
+    """`save_each_epoch: true`: a self-contained model folder `output_dir/epoch-N` at the end of each epoch, for
+    stages that read the model of a given epoch (ChatLM's DPO data came from the SFT model after one epoch).
+    `trainer.save_model` runs on every process (ZeRO-3 gathers its shards there); process 0 adds the tokenizer
+    and the remote code."""
+
+    def __init__(self, trainer, tokenizer):
+        self.trainer, self.tokenizer = trainer, tokenizer
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if state.epoch is None or abs(state.epoch - round(state.epoch)) > 1e-6 or round(state.epoch) < 1:
+            return  # stopped inside an epoch (max_steps, a signal): the final save has that model
+        folder = Path(args.output_dir) / f"epoch-{round(state.epoch)}"
+        model = self.trainer.model
+        use_cache = model.config.use_cache
+        prepare_for_save(model)
+        self.trainer.save_model(str(folder), _internal_call=True)
+        model.config.use_cache = use_cache  # training goes on without the cache
+        if self.trainer.is_world_process_zero():
+            save_tokenizer(self.tokenizer, folder)
+            copy_remote_code(folder)
+            logger.info("epoch %d: model saved to %s", round(state.epoch), folder)
+
+
 class LossHistoryCallback(TrainerCallback):
     """Writes every logged number (loss, learning rate, DPO rewards, ...) to output_dir/training_log.csv and
     plots loss and learning rate to training_log.png. A resumed run keeps the rows up to its checkpoint."""
@@ -456,7 +480,9 @@ def check_streaming(data_args, training_args) -> None:
     training_args.accelerator_config.dispatch_batches = False
 
 
-def build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args, data_args=None):
+def build_seq2seq_trainer(
+    model, tokenizer, train_dataset, eval_dataset, training_args, data_args=None, save_each_epoch: bool = False
+):
     """The stock Seq2SeqTrainer with dynamic padding (labels padded with -100) and our callbacks; a stream's
     position is saved in each checkpoint (see StreamPositionCallback). With a token budget per batch the stream's
     items are whole batches (`tables.shuffle_windows`): the data loader takes one at a time and unpacks it."""
@@ -483,4 +509,6 @@ def build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, trainin
         # Accelerator's data loader configuration, which `prepare` reads.
         trainer.accelerator.dataloader_config.use_stateful_dataloader = True
         trainer.add_callback(StreamPositionCallback(trainer._load_rng_state))
+    if save_each_epoch:
+        trainer.add_callback(EpochModelCallback(trainer, tokenizer))
     return trainer

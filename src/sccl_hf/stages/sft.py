@@ -1,7 +1,7 @@
 """Stage `sft`: supervised fine-tuning of a pretrained model directory on prompt/response tables.
 
 Reads: a saved model directory, prompt/response parquet or JSON lines. Writes: a self-contained model directory,
-checkpoints, the loss log. `max_seq_len` defaults to the model's own.
+checkpoints, the loss log (and `epoch-N` model folders with `save_each_epoch: true`). `max_seq_len` defaults to the model's own.
 """
 
 from sccl_hf.recipes import DataArguments, ModelArguments
@@ -47,7 +47,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     )
 
     # 4. work
-    trainer = build_seq2seq_trainer(model, tokenizer, train_dataset, eval_dataset, training_args, data_args)
+    trainer = build_seq2seq_trainer(
+        model, tokenizer, train_dataset, eval_dataset, training_args, data_args, model_args.save_each_epoch
+    )
     result = train(trainer, training_args)
 
     # 5. save
