@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -387,6 +388,106 @@ def test_demo_recipe_on_shared_raw_data_then_sft(shared_data, tiny_model_dir, tm
     assert all(sum(s["kept"].values()) > 0 for s in report["sources"].values())
     run_sft(tiny_model_dir, output / "train", tmp_path / "sft", 2)
     assert (tmp_path / "sft" / "model.safetensors").is_file()
+
+
+# -- the seeds' data recipes: each source's published file names and format, on tiny files written here ----------
+
+SEED_DATA_RECIPES = ["chatlm_mix", "belle_sft", "dpo_reference", "dpo_mix"]
+
+
+def template_fields(value) -> list[str]:
+    """The record fields a source's prompt/response names: a field, or the {fields} of templates."""
+    import string
+
+    values = value if isinstance(value, list) else [value]
+    named = [f for v in values for _, f, _, _ in string.Formatter().parse(v) if f]
+    return named or values
+
+
+def write_published_files(source: dict, root: Path, rows: list[tuple[str, str]]) -> int:
+    """Tiny files at the source's own (published) paths, in its format, with records that its `where:` keeps,
+    plus one record per `not contains` condition that it must drop. Returns how many records it must drop."""
+    from sccl_hf.data_sources import Condition
+
+    conditions = [
+        Condition(c) for c in ([source["where"]] if isinstance(source.get("where"), str) else source.get("where", []))
+    ]
+    prompt_fields = template_fields(source.get("prompt", "prompt"))
+    answer_fields = (
+        [source["chosen"], source["rejected"]] if "chosen" in source else [source.get("response", "response")]
+    )
+    records = []
+    for question, answer in rows:
+        if source.get("kind") == "sharegpt":
+            record = {
+                "id": "1",
+                "conversations": [{"from": "human", "value": question}, {"from": "assistant", "value": answer}],
+            }
+        else:
+            record = {f: question if i == 0 else "补充" + question for i, f in enumerate(prompt_fields)}
+            record |= {f: answer if i == 0 else answer[::-1] for i, f in enumerate(answer_fields)}
+        for condition in conditions:
+            if condition.op in (">=", ">", "=="):
+                record[condition.field] = condition.value + (1 if condition.op == ">" else 0)
+        records.append(record)
+    must_drop = 0
+    for condition in conditions:
+        if condition.op == "not contains":
+            word = condition.value[0] if isinstance(condition.value, list) else condition.value
+            bad = json.loads(json.dumps(records[0], ensure_ascii=False))
+            if source.get("kind") == "sharegpt":
+                bad["conversations"][0]["value"] = f"请{word}：" + bad["conversations"][0]["value"]
+            else:
+                bad[condition.field] = f"{word}：" + bad[condition.field]
+            records.append(bad)
+            must_drop += 1
+    files = source["files"] if isinstance(source["files"], list) else [source["files"]]
+    for index, pattern in enumerate(files):
+        path = root / pattern.replace("*", "00")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = records[index :: len(files)]
+        if source["format"] == "jsonl":
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+        elif source["format"] == "json":
+            path.write_text(json.dumps(part, ensure_ascii=False, indent=2), encoding="utf-8")
+        elif source["format"] == "parquet":
+            pq.write_table(pa.Table.from_pylist(part), path)
+        elif source["format"] == "csv":
+            columns = ["department", *dict.fromkeys(k for r in part for k in r)]
+            lines = [",".join(columns)] + [",".join(["内科", *(r[c] for c in columns[1:])]) for r in part]
+            path.write_bytes(("\n".join(lines) + "\n").encode(source.get("encoding", "utf-8")))
+        elif source["format"] == "wikiextractor":
+            docs = [
+                f'<doc id="{i}" url="u" title="{r[prompt_fields[0]]}">\n{r[prompt_fields[0]]}\n\n{r["text"]}\n</doc>\n'
+                for i, r in enumerate(part)
+            ]
+            path.write_text("".join(docs), encoding="utf-8")
+        else:
+            raise AssertionError(f"no fixture writer for format {source['format']}")
+    return must_drop
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEED_DATA_RECIPES)
+def test_the_seeds_data_recipes_read_their_sources_published_formats(name, tmp_path, monkeypatch):
+    """Each source of recipes/data/<name>.yaml gets tiny files at its published paths, in its format; the shipped
+    recipe then runs unchanged (but for the split sizes): every source gives rows, and the seed's filters (no
+    translation tasks, no tables) drop what they must, under the `where:` reason."""
+    recipe = yaml.safe_load((ROOT / "recipes" / "data" / f"{name}.yaml").read_text(encoding="utf-8"))
+    must_drop = {}
+    for index, source in enumerate(recipe["sources"]):
+        must_drop[source["name"]] = write_published_files(source, tmp_path, unique_rows(6, seed=100 + index))
+    monkeypatch.chdir(tmp_path)
+    run_recipe(ROOT / "recipes" / "data" / f"{name}.yaml", ["--valid_size", "1", "--test_size", "0", "--workers", "1"])
+    output = tmp_path / recipe["output_dir"]
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    for source in recipe["sources"]:
+        kept = sum(report["sources"][source["name"]]["kept"].values())
+        assert kept >= 5, f"{source['name']}: {kept} rows kept, {report['sources'][source['name']]}"
+    dropped_by_where = Counter(r["source"] for r in dropped(output) if r["reason"] == "where: condition not met")
+    assert dropped_by_where == Counter({k: v for k, v in must_drop.items() if v})
+    columns = pq.read_table(next((output / "train").glob("*.parquet"))).column_names
+    assert ({"prompt", "chosen", "rejected"} if name == "dpo_mix" else {"prompt", "response"}) <= set(columns)
 
 
 @pytest.mark.slow
