@@ -1,6 +1,6 @@
 """Run one stage of the pipeline from a recipe: the form for `accelerate launch` (the same as `sccl run`).
 
-    accelerate launch recipes/run.py recipes/chatlm-0.2b/sft.yaml [--key value ...]
+    accelerate launch recipes/run.py recipes/sft.yaml [--key value ...]
     python recipes/run.py recipes/demo/tokenizer.yaml --output_dir runs/tok
 
 The recipe's `stage: X` runs src/sccl_hf/stages/X.py.

@@ -43,6 +43,18 @@ def test_library_modules_never_import_stages():
                 assert not node.module.startswith("sccl_hf.stages"), f"{path.name} imports {node.module}"
 
 
+def test_nothing_imports_the_cli():
+    """The command line sits on top: library, stages and apps never import it (the demo once did, and the CLI
+    imported the demo: the project's one import circle)."""
+    for path in (ROOT / "src" / "sccl_hf").rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert "sccl_hf.cli" not in names, f"{path.relative_to(ROOT)} imports sccl_hf.cli"
+
+
 def test_checking_a_recipe_imports_nothing_heavy(tmp_path):
     """A recipe error (and --help) answers before torch, transformers or TRL load."""
     bad = tmp_path / "bad.yaml"

@@ -64,7 +64,7 @@ def test_t5_state_dict_loads_with_no_missing_or_unexpected_keys(tokenizer_dir, t
 
 def test_chatlm_preset_has_about_188m_unique_parameters():
     class Vocab:  # build_config only reads the vocabulary size and special-token ids
-        pad_token_id, eos_token_id = 0, 1
+        pad_token_id, eos_token_id, bos_token_id = 0, 1, 3
 
         def __len__(self):
             return 29_298

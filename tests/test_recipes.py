@@ -189,6 +189,18 @@ def test_stage_help_of_a_top_level_recipe():
     assert "stage pretrain (src/sccl_hf/stages/pretrain.py)" in result.stdout and "tokenizer_dir" in result.stdout
 
 
+def test_run_help_without_a_recipe_names_the_launch_presets_and_version_answers():
+    sccl = str(Path(sys.executable).parent / "sccl")
+    helped = subprocess.run([sccl, "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--accelerate_config NAME" in helped.stdout and "deepspeed_zero2" in helped.stdout
+    bare = subprocess.run([sccl, "run"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "usage: sccl run RECIPE" in bare.stdout
+    from importlib import metadata
+
+    version = subprocess.run([sccl, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"sccl {metadata.version('sccl-hf')}"
+
+
 @pytest.mark.slow
 def test_the_design_cards_command_trains_and_saves(tmp_path, tiny_model_dir, demo_data):
     """`accelerate launch recipes/run.py recipes/sft.yaml` as the card writes it, from the checkout, with CPU-sized

@@ -17,12 +17,14 @@ def main(argv: list[str] | None = None) -> None:
 def run_command(argv: list[str]):
     """Run one `sccl` command and return what it produced (a stage's results, the demo's figures)."""
     parser = argparse.ArgumentParser(prog="sccl", description="sccl-hf: train a small Chinese chat model")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
         help="run a recipe: sccl run recipes/demo/sft.yaml [--key value ...] (--help: the stage's keys); "
         "--accelerate_config NAME [--num_processes N] launches it through accelerate with a preset",
         add_help=False,
+        usage="sccl run RECIPE [--key value ...] [--accelerate_config NAME [--num_processes N]] [--help]",
     )
     run.add_argument("recipe", nargs="?")
     commands.add_parser("demo", help="the end-to-end CPU demo, written under runs/demo/")
@@ -50,14 +52,19 @@ def run_command(argv: list[str]):
     commands.add_parser("serve", help="HTTP API and web chat: sccl serve --model DIR", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
-        if args.recipe in (None, "-h", "--help"):
+        asked_for_help = args.recipe in ("-h", "--help") or (args.recipe is None and {"-h", "--help"} & set(rest))
+        if args.recipe is None or asked_for_help:
+            from sccl_hf.launch import preset_names
             from sccl_hf.stages import stage_names
 
             print(
                 run.format_usage().strip() + "\n\nrun the recipe's stage (src/sccl_hf/stages/<stage>.py); "
-                f"--key value overrides a field.\nstages: {', '.join(stage_names())}"
+                "--key value overrides a field; sccl run RECIPE --help lists the stage's keys.\n"
+                "--accelerate_config NAME [--num_processes N] [--main_process_port P] launches it through "
+                f"`accelerate launch` with a preset of configs/accelerate/ ({', '.join(preset_names())}).\n"
+                f"stages: {', '.join(stage_names())}"
             )
-            raise SystemExit(0 if args.recipe else 2)
+            raise SystemExit(0 if asked_for_help else 2)
         from sccl_hf.errors import RecipeError
         from sccl_hf.launch import launch, split_launcher_options
 
@@ -127,6 +134,15 @@ def run_command(argv: list[str]):
         from sccl_hf.apps.demo import run_demo
 
         return run_demo()
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sccl-hf")
+    except metadata.PackageNotFoundError:  # run from a checkout without installing it
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":
