@@ -1,14 +1,16 @@
-"""Non-pad tokens per second of the training data path: ours (streamed, grouped by length inside a 10k-row
-shuffle buffer) against ChatLM-mini-Chinese's (random order, prompt and response padded to the longest in the
-batch), on the same model, data (`sft/sft_mix_44k`) and batch size, in one run.
+"""Non-pad tokens per second of the training data path: ours (streamed, grouped by length inside a window)
+against ChatLM-mini-Chinese's (random order, prompt and response padded to the longest in the batch), on the same
+model, the same rows and the same batch size, in one run.
 
-Both paths feed the same training step (the model's forward and backward, AdamW); the batches come from
-`sccl_hf.tables` (ours: `load_seq2seq_splits` on a stream, grouped by length; ChatLM's: the same rows in
-random order through `DataCollatorForSeq2Seq`). Reported: the share of computed positions that are real tokens
-(over the whole data set), non-pad tokens per second of training, the ratio, and the loss of each run at the same
-number of real tokens (the smaller of the two totals), so that speed is not bought with a worse curve.
+The rows: `--rows` drawn at random across the whole of `sft/sft_mix_44k` (its rows are sorted by source, so the
+first rows would be one source only), written as parquet with row groups of 100 rows (many shards, as the README
+advises for streams), and `--eval-rows` more, held out. Both paths train on exactly these rows, once (one window
+holds them all), so both see the same real tokens; the batches differ only in order and grouping. Both feed the
+same training step (the model's forward and backward, AdamW). Reported: the share of computed positions that are
+real tokens, non-pad tokens per second of training, the ratio, and each trained model's loss on the held-out rows
+(per real token, [EOS] included), so that speed is not bought with a worse model.
 
-    python benchmarks/bench_data_path.py [--steps 40] [--batch-size 16] [--preset small] [--max-seq-len 256]
+    python benchmarks/bench_data_path.py [--rows 800] [--eval-rows 300] [--batch-size 16] [--preset small]
 
 Prints JSON, then a markdown row.
 """
@@ -39,14 +41,27 @@ def tokenizer_for(data: Path, work: Path):
     return load_tokenizer(folder)
 
 
-def batches_ours(data: Path, tokenizer, batch_size: int, max_len: int, seed: int):
+def sample_rows(data: Path, work: Path, rows: int, eval_rows: int, seed: int) -> tuple[Path, Path]:
+    """`rows` training rows and `eval_rows` held-out rows drawn at random across the file, written as parquet (the
+    training file in row groups of 100 rows)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(data, columns=["prompt", "response"])
+    chosen = random.Random(seed).sample(range(table.num_rows), rows + eval_rows)
+    train, held_out = work / f"sample_{rows}_{seed}.parquet", work / f"held_out_{eval_rows}_{seed}.parquet"
+    pq.write_table(table.take(chosen[:rows]), train, row_group_size=100)
+    pq.write_table(table.take(chosen[rows:]), held_out)
+    return train, held_out
+
+
+def batches_ours(data: Path, tokenizer, batch_size: int, max_len: int, seed: int, window: int):
     from transformers import DataCollatorForSeq2Seq
 
     from sccl_hf.recipes import resolve_files
     from sccl_hf.tables import load_seq2seq_splits
 
     args = SimpleNamespace(train_paths=resolve_files([str(data)], "train_files"), eval_paths=[], streaming=True,
-                           buffer_size=10_000, prompt_column="prompt", response_column="response", max_tokens_per_batch=None)  # fmt: skip
+                           buffer_size=window, prompt_column="prompt", response_column="response", max_tokens_per_batch=None)  # fmt: skip
     grouping = SimpleNamespace(
         seed=seed, per_device_train_batch_size=batch_size, train_sampling_strategy="group_by_length"
     )
@@ -77,7 +92,7 @@ def positions(batch) -> int:
     return int(batch["input_ids"].numel() + batch["labels"].numel())
 
 
-def train(batches, tokenizer, preset: str, max_len: int, steps: int, seed: int) -> dict:
+def train(batches, tokenizer, preset: str, max_len: int, seed: int):
     import torch
 
     from sccl_hf.model import build_config, new_model
@@ -85,29 +100,34 @@ def train(batches, tokenizer, preset: str, max_len: int, steps: int, seed: int) 
     torch.manual_seed(seed)
     model = new_model(build_config(preset, tokenizer, max_seq_len=max_len, dropout_rate=0.0)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    curve, tokens, seconds = [], 0, 0.0
-    for batch in batches[:steps]:
+    tokens, seconds = 0, 0.0
+    for batch in batches:
         started = time.perf_counter()
-        loss = model(**batch).loss
-        loss.backward()
+        model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         seconds += time.perf_counter() - started
         tokens += real_tokens(batch)
-        curve.append((tokens, loss.item()))
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds, "curve": curve}
+    return model.eval(), {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
 
 
-def loss_at(curve, tokens: int, window: int = 5) -> float:
-    """Mean loss of the `window` steps up to the one where `tokens` real tokens had been seen."""
-    last = next(i for i, (seen, _) in enumerate(curve) if seen >= tokens)
-    chosen = curve[max(0, last - window + 1) : last + 1]
-    return sum(loss for _, loss in chosen) / len(chosen)
+def held_out_loss(model, held_out: Path, tokenizer, max_len: int) -> float:
+    """Mean loss per response token ([EOS] included) on the held-out rows: both models scored on the same rows."""
+    import torch
+
+    from sccl_hf.scoring import score_responses
+    from sccl_hf.tables import load_table
+
+    table = load_table([held_out], ["prompt", "response"])
+    with torch.no_grad():
+        scores = score_responses(model, tokenizer, list(table["prompt"]), list(table["response"]), max_len=max_len)
+    return -sum(s.log_prob for s in scores) / sum(s.tokens for s in scores)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rows", type=int, default=800)
+    parser.add_argument("--eval-rows", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--max-seq-len", type=int, default=256)
@@ -123,31 +143,30 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = tokenizer_for(data, work)
+    train_rows, held_out = sample_rows(data, work, args.rows, args.eval_rows, args.seed)
     paths = {
-        "chatlm": batches_chatlm(data, tokenizer, args.batch_size, args.max_seq_len, args.seed),
-        "ours": batches_ours(data, tokenizer, args.batch_size, args.max_seq_len, args.seed),
+        "chatlm": batches_chatlm(train_rows, tokenizer, args.batch_size, args.max_seq_len, args.seed),
+        "ours": batches_ours(train_rows, tokenizer, args.batch_size, args.max_seq_len, args.seed, args.rows),
     }
     results = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}", "data": str(data.name),
-               "preset": args.preset, "batch_size": args.batch_size, "max_seq_len": args.max_seq_len,
-               "steps": args.steps}  # fmt: skip
-    runs = {}
+               "rows": args.rows, "held_out_rows": args.eval_rows, "preset": args.preset,
+               "batch_size": args.batch_size, "max_seq_len": args.max_seq_len}  # fmt: skip
     for name, batches in paths.items():
         share = sum(map(real_tokens, batches)) / sum(map(positions, batches))
-        run = train(batches, tokenizer, args.preset, args.max_seq_len, args.steps, args.seed)
-        runs[name] = run
-        results[name] = {"real_token_share": round(share, 3), "tokens_per_second": round(run["tokens_per_second"], 1),
-                         "real_tokens": run["tokens"], "seconds": round(run["seconds"], 1)}  # fmt: skip
-    common = min(r["tokens"] for r in runs.values())
-    for name, run in runs.items():
-        results[name]["loss_at_common_tokens"] = round(loss_at(run["curve"], common), 4)
-    results["common_tokens"] = common
-    results["speedup"] = round(runs["ours"]["tokens_per_second"] / runs["chatlm"]["tokens_per_second"], 2)
+        model, run = train(batches, tokenizer, args.preset, args.max_seq_len, args.seed)
+        results[name] = {"steps": len(batches), "real_token_share": round(share, 3), "real_tokens": run["tokens"],
+                         "seconds": round(run["seconds"], 1), "tokens_per_second": round(run["tokens_per_second"], 1),
+                         "held_out_loss": round(held_out_loss(model, held_out, tokenizer, args.max_seq_len), 4)}  # fmt: skip
+    assert results["ours"]["real_tokens"] == results["chatlm"]["real_tokens"], "both paths must see the same rows"
+    results["speedup"] = round(results["ours"]["tokens_per_second"] / results["chatlm"]["tokens_per_second"], 2)
     print(json.dumps(results, indent=2))
+    chatlm, ours = results["chatlm"], results["ours"]
     print(
-        f"| data path, {args.preset}, batch {args.batch_size}, sft_mix_44k | real tokens {results['chatlm']['real_token_share']:.0%}"
-        f" -> {results['ours']['real_token_share']:.0%} of positions | {results['chatlm']['tokens_per_second']:.0f} -> "
-        f"{results['ours']['tokens_per_second']:.0f} non-pad tokens/s | **x{results['speedup']}** | loss at "
-        f"{common} tokens {results['chatlm']['loss_at_common_tokens']} -> {results['ours']['loss_at_common_tokens']} |"
+        f"| data path, {args.preset}, batch {args.batch_size}, the same {args.rows} rows of sft_mix_44k "
+        f"({chatlm['real_tokens']} real tokens) | ChatLM's: {chatlm['tokens_per_second']:.0f} non-pad tokens/s, "
+        f"{chatlm['real_token_share']:.0%} real | ours: {ours['tokens_per_second']:.0f}, {ours['real_token_share']:.0%} "
+        f"real | **x{results['speedup']}**; held-out loss ({args.eval_rows} rows) {chatlm['held_out_loss']} -> "
+        f"{ours['held_out_loss']} |"
     )
 
 

@@ -9,15 +9,27 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def missing(message: str):
+    """Something a test needs is not on this machine: skipped locally, a failure under CI (CI=true), where every
+    test must run."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def need_chromium() -> None:
+    import shutil
+
+    if not shutil.which("chromium"):
+        missing("needs Debian's chromium (make test installs it)")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or $SCCL_SHARED_DATA): real Chinese data that is not part of the project."""
     path = Path(os.environ.get("SCCL_SHARED_DATA", ROOT.parent / "shared" / "data"))
     if not path.is_dir():
-        message = f"real-data test needs the shared data folder, which is missing: {path} (set SCCL_SHARED_DATA)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"real-data test needs the shared data folder, which is missing: {path} (set SCCL_SHARED_DATA)")
     return path
 
 
@@ -52,6 +64,55 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     tokenizer = load_tokenizer(tokenizer_dir)
     model = new_model(build_config("tiny", tokenizer, max_seq_len=64))
     return save_model_dir(model, tokenizer, tmp_path_factory.mktemp("tiny_model"))
+
+
+ANSWERING_PROMPTS = ["浙江的省会是哪里？", "大的反义词是什么？", "3加5等于多少？", "把37写成汉字。", "江苏的省会是哪里？",
+                     "高的反义词是什么？", "十二加三等于多少？", "你好"]  # fmt: skip
+# what the answering model is fitted towards, for a few seconds: long, with repeated words (so that repetition
+# settings change what it says), and of different lengths (so that answers end at different steps)
+ANSWERING_TARGETS = [
+    "杭州是浙江的省会，也是一座有名的历史文化名城，西湖就在杭州。",
+    "大的反义词是小，高的反义词是低，长的反义词是短。",
+    "三加五等于八，八减五等于三，三加三等于六，六加二等于八。",
+    "三十七写成汉字是三十七，也可以写成大写的叁拾柒。",
+    "南京是江苏的省会，南京在长江边上，南京有很多大学和很多古迹。",
+    "高的反义词是矮，也可以说是低，要看说的是什么。",
+    "十二加三等于十五，十五加三等于十八，十八加三等于二十一。",
+    "你好，很高兴认识你，有什么可以帮你的吗？我可以回答问题，也可以和你聊天。",
+]
+
+
+@pytest.fixture(scope="session")
+def answering_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A `tiny` model that answers: fitted for 60 steps (about 3 s) towards ANSWERING_TARGETS, so its greedy
+    answers are long, varied and different for every prompt, close to the targets but not learnt by heart (a
+    random model's answers are [PAD] after [PAD], or one token repeated: they prove nothing about generation).
+    The fixture checks that property itself, so a change that loses it fails here rather than silently."""
+    import torch
+    from transformers import set_seed
+
+    from sccl_hf.model import build_config, load_tokenizer, new_model, save_model_dir
+
+    set_seed(0)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = new_model(build_config("tiny", tokenizer, max_seq_len=64))
+    batch = tokenizer(ANSWERING_PROMPTS, return_tensors="pt", padding=True)
+    labels = tokenizer(ANSWERING_TARGETS, return_tensors="pt", padding=True)["input_ids"]
+    labels[labels == tokenizer.pad_token_id] = -100
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(60):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        out = model.my_generate(batch["input_ids"], batch["attention_mask"], max_seq_len=40, search_type="greedy")
+    answers = [[t for t in row[1:].tolist() if t != tokenizer.pad_token_id] for row in out]
+    assert min(len(a) for a in answers) >= 12 and sum(len(a) for a in answers) >= 200, answers  # long
+    assert all(len(set(a)) >= 8 for a in answers), answers  # varied
+    assert len({tuple(a) for a in answers}) == len(answers), answers  # pairwise different
+    return save_model_dir(model, tokenizer, tmp_path_factory.mktemp("answering_model"))
 
 
 FIXED_ROWS = [

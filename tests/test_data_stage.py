@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, run_sft
+from conftest import ROOT, missing, run_sft
 from sccl_hf.cleaning import CleaningArguments, drop_reason, rewrites, tidy
 from sccl_hf.data_pipeline import CharacterTokenizer, character_shingles, lsh_threshold, split_counts
 from sccl_hf.stages import run_recipe
@@ -350,8 +350,7 @@ def test_recipe_runs_on_a_ray_cluster(raw_dir, data_run, tmp_path):
     try:
         import ray  # noqa: F401
     except ImportError:
-        message = "the Ray test needs the cluster extra: pip install -e '.[cluster]' (make setup installs it)"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+        missing("the Ray test needs the cluster extra: pip install -e '.[cluster]' (make setup installs it)")
     ray = Path(sys.executable).with_name("ray")
     port = "6391"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -377,7 +376,7 @@ def test_recipe_runs_on_a_ray_cluster(raw_dir, data_run, tmp_path):
 @pytest.mark.slow
 def test_demo_recipe_on_shared_raw_data_then_sft(shared_data, tiny_model_dir, tmp_path):
     if not (shared_data / "raw").is_dir():
-        pytest.skip(f"the raw data folder is missing: {shared_data / 'raw'}")
+        missing(f"the raw data folder is missing: {shared_data / 'raw'}")
     output = tmp_path / "demo_raw"
     recipe = ROOT / "recipes" / "data" / "demo_raw.yaml"
     text = recipe.read_text(encoding="utf-8").replace("../shared/data", str(shared_data))
@@ -498,7 +497,7 @@ def test_code_in_the_shared_alpaca_rows_is_kept_byte_for_byte(shared_data, tmp_p
 
     raw = shared_data / "raw" / "alpaca_zh_part00.json"
     if not raw.is_file():
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"the raw alpaca file is missing: {raw}")
+        missing(f"the raw alpaca file is missing: {raw}")
     output = tmp_path / "alpaca"
     source = {
         "name": "alpaca",

@@ -12,7 +12,6 @@ import yaml
 
 from conftest import ROOT
 from sccl_hf.apps.demo import STEPS
-from sccl_hf.cli import main as sccl
 from sccl_hf.cli import run_command
 
 pytestmark = pytest.mark.slow
@@ -31,35 +30,47 @@ QUICK = {
 }
 
 
-def test_every_demo_step_leaves_its_resolved_recipe_and_results(tmp_path, monkeypatch, shared_data):
-    monkeypatch.chdir(tmp_path)  # the steps write under runs/demo/ of the current directory
+def test_every_demo_step_leaves_its_resolved_recipe_and_results_and_a_demo_that_cannot_learn_fails(
+    tmp_path, monkeypatch, shared_data, capsys
+):
+    """`run_demo` with quick steps and a learning rate of 0: every step runs and leaves its records, and the demo's
+    own check fails, naming the figure."""
+    from sccl_hf.apps.demo import run_demo
+
+    (tmp_path / "shared").symlink_to(shared_data.parent)  # the demo reads ../shared/data, as from a checkout
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the steps write under runs/demo/ of the current directory
+    cannot_learn = {**QUICK, **{name: [*QUICK[name], "--learning_rate", "0"] for name in ("pretrain.yaml", "sft.yaml")}}
+    with pytest.raises(SystemExit) as exit:
+        run_demo(overrides=cannot_learn)
+    assert exit.value.code == 1
+    failures = capsys.readouterr().err
+    assert "demo check failed" in failures and "held-out exact match after SFT is 0.0%, under 80%" in failures
+    report_md, report_html = work / "runs/demo/report.md", work / "runs/demo/report.html"
     for step in STEPS:
         words = shlex.split(step)
         if words[1] == "report":
-            report_md, report_html = run_command(words[1:])
             continue
         recipe = words[-1]
-        overrides = QUICK.get(recipe.rsplit("/", 1)[-1], [])
-        if recipe.endswith("ceval.yaml"):  # the demo reads ../shared/data from the checkout; here, from tmp_path
-            overrides = [*overrides, "--data_dir", str(shared_data / "eval" / "ceval")]
-        sccl([*words[1:], *overrides])
+        overrides = cannot_learn.get(recipe.rsplit("/", 1)[-1], [])
         stage_recipe = yaml.safe_load((ROOT / recipe).read_text(encoding="utf-8"))
         if "output_dir" in stage_recipe:
-            output = tmp_path / stage_recipe["output_dir"]
+            output = work / stage_recipe["output_dir"]
         else:
-            output = (tmp_path / stage_recipe["output_file"]).parent
+            output = (work / stage_recipe["output_file"]).parent
         resolved = yaml.safe_load((output / "recipe.yaml").read_text(encoding="utf-8"))
         record = json.loads((output / "results.json").read_text(encoding="utf-8"))
         assert resolved["stage"] == stage_recipe["stage"] == record["stage"], step
         for key, value in zip(overrides[::2], overrides[1::2]):
             assert str(resolved[key[2:]]).lower() in (value.lower(), f"{value}.0"), (step, key)  # logging_steps: 1.0
-    pretrain = json.loads((tmp_path / "runs/demo/pretrain/results.json").read_text())
+    pretrain = json.loads((work / "runs/demo/pretrain/results.json").read_text())
     assert pretrain["results"]["steps"] == 4 and pretrain["results"]["prompt_tokens_seen"] > 0
-    assert (tmp_path / "runs/demo/pretrain/trainer_state.json").is_file()  # the Trainer's own save_state
-    assert (tmp_path / "runs/demo/pretrain/train_results.json").is_file()  # ... and save_metrics
-    evaluation = json.loads((tmp_path / "runs/demo/eval/dpo/results.json").read_text())
+    assert (work / "runs/demo/pretrain/trainer_state.json").is_file()  # the Trainer's own save_state
+    assert (work / "runs/demo/pretrain/train_results.json").is_file()  # ... and save_metrics
+    evaluation = json.loads((work / "runs/demo/eval/dpo/results.json").read_text())
     assert evaluation["results"]["rows"] == 16 and 0 <= evaluation["results"]["exact_match"] <= 1
-    ceval = json.loads((tmp_path / "runs/demo/eval/ceval/results.json").read_text())["results"]
+    ceval = json.loads((work / "runs/demo/eval/ceval/results.json").read_text())["results"]
     assert ceval["methods"]["first_token"]["overall"]["questions"] == 52  # one question from each subject
 
     # The report card lists every stage of the demo, with its headline figures, tables and loss plots.
@@ -84,7 +95,7 @@ def test_every_demo_step_leaves_its_resolved_recipe_and_results(tmp_path, monkey
     assert not any(
         "checkpoint" in p or "optimizer" in p or p.endswith((".csv", ".png", "results.json")) for p in listed
     )
-    plots = list((tmp_path / "runs/demo").rglob("training_log.png"))
+    plots = list((work / "runs/demo").rglob("training_log.png"))
     assert plots and report_html.read_text(encoding="utf-8").count("<img") == len(plots)
 
 

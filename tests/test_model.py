@@ -10,8 +10,8 @@ from sccl_hf.model import PRESETS, build_config, count_parameters, load_model, l
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer(tiny_model_dir):
-    return load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+def model_and_tokenizer(answering_model_dir):
+    return load_model(answering_model_dir), load_tokenizer(answering_model_dir)  # long, varied greedy answers
 
 
 def encode(tokenizer, prompts):
@@ -134,3 +134,44 @@ def test_streamer_receives_every_generated_token(model_and_tokenizer, search_typ
     )
     assert streamer.ended
     assert [t for chunk in streamer.chunks for t in chunk] == out[0].tolist()
+
+
+def contrastive_by_brute_force(model, input_ids, attention_mask, steps: int, alpha: float, k: int) -> list[int]:
+    """Contrastive search computed the plain way, as an oracle for the model's cached one: at each step the whole
+    decoder input is run again for every one of the top-k candidates (no cache), and each is scored as
+    (1 - alpha) * p(candidate) - alpha * max cosine(h(candidate), h(every earlier position))."""
+    import torch.nn.functional as F
+
+    history = [model.config.decoder_start_token_id]
+    with torch.no_grad():
+        for _ in range(steps):
+            out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=torch.tensor([history]))
+            probs, candidates = out.logits[0, -1].softmax(-1).topk(k)
+            scores = []
+            for p, candidate in zip(probs.tolist(), candidates.tolist()):
+                hidden = model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    decoder_input_ids=torch.tensor([history + [candidate]]),
+                    output_hidden_states=True,
+                ).decoder_hidden_states[-1][0]
+                similarity = F.cosine_similarity(hidden[-1:], hidden[:-1], dim=-1).max().item()
+                scores.append((1 - alpha) * p - alpha * similarity)
+            history.append(candidates[max(range(k), key=scores.__getitem__)].item())
+            if history[-1] == model.config.eos_token_id:
+                break
+    return history
+
+
+def test_contrastive_search_with_a_penalty_equals_a_brute_force_computation(answering_model_dir):
+    model, tokenizer = load_model(answering_model_dir).eval(), load_tokenizer(answering_model_dir)
+    for prompt in ("你好", "3加5等于多少？"):
+        batch = encode(tokenizer, [prompt])
+        greedy = model.my_generate(batch["input_ids"], batch["attention_mask"], max_seq_len=12, search_type="greedy")
+        ours = model.my_generate(
+            batch["input_ids"], batch["attention_mask"], max_seq_len=12, search_type="contrastive", penalty_alpha=0.6,
+            top_k=4,
+        )  # fmt: skip
+        expected = contrastive_by_brute_force(model, batch["input_ids"], batch["attention_mask"], 12, 0.6, 4)
+        assert ours[0, : len(expected)].tolist() == expected
+        assert ours[0].tolist() != greedy[0].tolist()  # the penalty changed the answer: the oracle has work to do

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import torch
 
-from conftest import ROOT, page_dom
+from conftest import ROOT, need_chromium, page_dom
 from sccl_hf.apps.serve import LocalServer
 
 pytestmark = pytest.mark.slow
@@ -208,9 +208,9 @@ def test_18_slow_headers_and_slow_bodies_time_out(server):
 
 
 # 19 -----------------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium (make test installs it)")
 def test_19_the_web_page_shows_an_error_that_arrives_in_the_stream(trained_model_dir, tmp_path):
     """A model whose weights went bad (NaN): sampling fails after the stream has started."""
+    need_chromium()
     from safetensors.torch import load_file, save_file
 
     broken = tmp_path / "broken_model"

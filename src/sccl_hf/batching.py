@@ -15,7 +15,8 @@ How the batch is kept:
   padding, and the row of a request that left is dropped.
 - One step runs the decoder on every row's last token. Then each row picks its next token with its own settings:
   greedy, or sampling with its temperature, top-k and top-p, each optionally with repetition_penalty and
-  no_repeat_ngram_size.
+  no_repeat_ngram_size (`next_token_scores`, checked against transformers' logits processors). A sampling request
+  with a `seed` draws from its own random generator, so its answer does not depend on the other rows.
 
 Greedy answers are the ones `my_generate` gives for the request alone. Beam and contrastive search are not
 batched; the server runs them on their own, as before.
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from sccl_hf.engine import Generation
+from sccl_hf.engine import Generation, IncrementalText
 
 BATCHED_SEARCH = ("greedy", "sampling")
 SAMPLING_DEFAULTS = dict(top_k=50, top_p=0.8, temperature=0.98, no_repeat_ngram_size=4)  # my_generate's `sampling`
@@ -47,7 +48,7 @@ class Request:
     error: BaseException | None = None
     # decoding state
     generated: list[int] = field(default_factory=list)
-    sent: str = ""
+    text: IncrementalText | None = None
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
 
@@ -83,9 +84,13 @@ class BatchedGenerator:
             raise ValueError(f"search_type {search_type!r} is not batched")
         if search_type == "sampling":
             settings = {**SAMPLING_DEFAULTS, **settings, "sample": True}
+        if settings.get("seed") is not None:  # its own generator: its samples do not depend on who shares the batch
+            settings["generator"] = torch.Generator(device=self.model.device).manual_seed(int(settings["seed"]))
         ids = self.tokenizer(prompt, truncation=True, max_length=self.max_len)["input_ids"]
         limit = min(max_new_tokens or self.max_len, self.max_len)
-        request = Request(ids, limit, on_text, settings, cancelled or threading.Event())
+        request = Request(
+            ids, limit, on_text, settings, cancelled or threading.Event(), text=IncrementalText(self.tokenizer)
+        )
         self.incoming.put(request)
         request.done.wait()
         if request.error is not None:
@@ -224,11 +229,8 @@ class BatchedGenerator:
                 request.first_token_at = time.perf_counter()
             request.generated.append(token)
             ended = token == self.eos
-            if not ended:
-                text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(request.sent):
-                    request.on_text(text[len(request.sent) :])
-                    request.sent = text
+            if not ended and (piece := request.text.add(token)):
+                request.on_text(piece)
             if ended or len(request.generated) >= request.max_new_tokens:
                 self._finish(request, ended)
                 finished.append(request)
@@ -236,12 +238,10 @@ class BatchedGenerator:
             self._drop_finished(finished)
 
     def _finish(self, request: Request, ended: bool) -> None:
-        content = request.generated[:-1] if ended else request.generated
-        text = self.tokenizer.decode(content, skip_special_tokens=True)
-        if len(text) > len(request.sent):
-            request.on_text(text[len(request.sent) :])
+        if piece := request.text.finish():
+            request.on_text(piece)
         request.result = Generation(
-            text=text.strip(),
+            text=request.text.sent.strip(),
             prompt_tokens=len(request.prompt_ids),
             completion_tokens=len(request.generated),
             seconds=time.perf_counter() - request.started,
@@ -254,35 +254,44 @@ class BatchedGenerator:
 
     def _choose(self, logits: torch.Tensor, request: Request) -> int:
         """The next token of one row, with the request's own settings."""
-        settings = request.settings
-        if settings.get("repetition_penalty", 1.0) != 1.0:  # over the decoder's input, start token included
-            seen = torch.tensor(sorted({self.start, *request.generated}), device=logits.device)
-            scores = logits[seen]
-            penalty = settings["repetition_penalty"]
-            logits[seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
-        n = settings.get("no_repeat_ngram_size") or 0
-        if n:
-            history = [self.start, *request.generated]
-            prefix = tuple(history[len(history) - n + 1 :])
-            banned = {
-                history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i : i + n - 1]) == prefix
-            }
-            if banned:
-                logits[list(banned)] = -float("inf")
-        if not settings.get("sample"):
-            return int(logits.argmax())
-        logits = logits / max(settings.get("temperature", 1.0), 1e-5)
-        top_k = settings.get("top_k") or 0
-        if top_k:
-            threshold = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-            logits[logits < threshold] = -float("inf")
-        top_p = settings.get("top_p", 1.0)
-        if top_p < 1.0:
-            ordered, indices = torch.sort(logits, descending=True)
-            cumulative = ordered.softmax(-1).cumsum(-1)
-            remove = cumulative - ordered.softmax(-1) > top_p  # keep the smallest set reaching top_p
-            logits[indices[remove]] = -float("inf")
-        return int(torch.multinomial(logits.softmax(-1), 1))
+        scores = next_token_scores(logits, [self.start, *request.generated], request.settings)
+        if not request.settings.get("sample"):
+            return int(scores.argmax())
+        return int(torch.multinomial(scores.softmax(-1), 1, generator=request.settings.get("generator")))
+
+
+def next_token_scores(logits: torch.Tensor, history: list[int], settings: dict) -> torch.Tensor:
+    """One row's next-token scores after its repetition controls (and, sampling, its temperature, top-k and
+    top-p): what transformers' logits processors and warpers give for the same row alone, in the same order
+    (tests/test_batching.py compares them). `history`: the decoder's input so far, start token included.
+    Hand-written because the processors work on whole batches with one setting for all rows, and each request
+    here brings its own."""
+    logits = logits.clone()
+    if settings.get("repetition_penalty", 1.0) != 1.0:
+        seen = torch.tensor(sorted(set(history)), device=logits.device)
+        scores = logits[seen]
+        penalty = settings["repetition_penalty"]
+        logits[seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
+    n = settings.get("no_repeat_ngram_size") or 0
+    if n and len(history) >= n:
+        prefix = tuple(history[len(history) - n + 1 :])
+        banned = {history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i : i + n - 1]) == prefix}
+        if banned:
+            logits[list(banned)] = -float("inf")
+    if not settings.get("sample"):
+        return logits
+    logits = logits / max(settings.get("temperature", 1.0), 1e-5)
+    top_k = settings.get("top_k") or 0
+    if top_k:
+        threshold = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+        logits[logits < threshold] = -float("inf")
+    top_p = settings.get("top_p", 1.0)
+    if top_p < 1.0:
+        ordered, indices = torch.sort(logits, descending=True)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        remove = cumulative - ordered.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        logits[indices[remove]] = -float("inf")
+    return logits
 
 
 def _pad(tensor: torch.Tensor, dim: int, width: int) -> torch.Tensor:

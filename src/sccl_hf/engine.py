@@ -7,6 +7,7 @@ backend (`CT2Engine`, a folder made by stage export_ct2) runs greedy, beam and s
 picks one.
 """
 
+import functools
 import os
 import threading
 import time
@@ -41,6 +42,43 @@ class Answer:
     text: str
     tokens: int  # generated tokens, the closing [EOS] included
     ended: bool  # the model closed the answer with [EOS] (else max_new_tokens cut it)
+
+
+@functools.lru_cache(maxsize=8)
+def byte_fallback_ids(tokenizer) -> frozenset[int]:
+    """The ids of a char-level vocabulary's byte-fallback tokens, <0x00> .. <0xFF> (none in a byte-level one)."""
+    return frozenset(
+        i for t, i in tokenizer.get_vocab().items() if len(t) == 6 and t.startswith("<0x") and t[-1] == ">"
+    )
+
+
+class IncrementalText:
+    """The text of a growing answer, handed over in pieces that never change afterwards: joined, the pieces are the
+    final decode. A piece waits while the answer ends in a byte-fallback token (a run of <0x..> tokens decodes as
+    one, and a run that is not valid UTF-8 turns every byte of it into U+FFFD, so a decode that looked clean can
+    still change) or in a character split over byte-level tokens (a trailing U+FFFD)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.byte_ids = tokenizer, byte_fallback_ids(tokenizer)
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def add(self, token_id: int) -> str:
+        """The new stable text after `token_id` ("" while it waits)."""
+        self.ids.append(token_id)
+        if token_id in self.byte_ids:
+            return ""
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd") or len(text) <= len(self.sent):
+            return ""
+        piece, self.sent = text[len(self.sent) :], text
+        return piece
+
+    def finish(self) -> str:
+        """The rest of the text, once the answer is complete."""
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        piece, self.sent = text[len(self.sent) :], text
+        return piece
 
 
 class CallbackStreamer(TextStreamer):
@@ -299,12 +337,13 @@ class CT2Engine:
 
     def stream(self, prompt, on_text, search_type="greedy", max_new_tokens=None, cancelled=None, **overrides):
         """One answer, text handed to `on_text` as it is produced; stops (GenerationCancelled) once `cancelled`
-        is set. Text is handed over when it decodes cleanly (a character split over byte tokens waits)."""
+        is set. Text is handed over once it can no longer change (see IncrementalText)."""
         options = self._options(search_type, max_new_tokens, overrides)
         if options.pop("beam_size", 1) > 1:
             raise ValueError("CTranslate2 streams greedy and sampling search only")
         source = self._source(prompt)
-        started, first_at, ids, sent, ended = time.perf_counter(), None, [], "", False
+        started, first_at, ended = time.perf_counter(), None, False
+        answer = IncrementalText(self.tokenizer)
         steps = self.translator.generate_tokens(source, **options)
         try:
             for step in steps:
@@ -315,20 +354,16 @@ class CT2Engine:
                 if step.token == self.eos_token:
                     ended = True
                     break
-                ids.append(step.token_id)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(sent):
-                    on_text(text[len(sent) :])
-                    sent = text
+                if piece := answer.add(step.token_id):
+                    on_text(piece)
         finally:
             steps.close()
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if len(text) > len(sent):
-            on_text(text[len(sent) :])
+        if piece := answer.finish():
+            on_text(piece)
         return Generation(
-            text=text.strip(),
+            text=answer.sent.strip(),
             prompt_tokens=len(source),
-            completion_tokens=len(ids) + int(ended),
+            completion_tokens=len(answer.ids) + int(ended),
             seconds=time.perf_counter() - started,
             first_token_seconds=None if first_at is None else first_at - started,
             finish_reason="stop" if ended else "length",

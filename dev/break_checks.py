@@ -1,0 +1,138 @@
+"""Replay the breaks that show the tests can fail: each one edits one line of the library the way a real bug
+would, runs the tests that name that behaviour, expects them to fail, and puts the line back.
+
+    .venv/bin/python dev/break_checks.py            # every break (about 2 minutes on 2 cores)
+    .venv/bin/python dev/break_checks.py triples    # the breaks whose name contains "triples"
+
+A break whose tests still pass is printed as NOT CAUGHT and the script exits with 1: the tests named beside it
+no longer pin that behaviour down. The working tree is restored after each break, even on Ctrl+C.
+"""
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Break:
+    name: str
+    path: str  # under src/sccl_hf
+    before: str  # the exact text, found once
+    after: str
+    tests: list[str]  # pytest node ids or "-k" expressions: every one is expected to fail
+
+
+BREAKS = [
+    Break(
+        "batching: rows reordered when a request leaves",
+        "batching.py",
+        "self.active = [self.active[i] for i in keep]",
+        "self.active = [self.active[i] for i in keep][::-1]",
+        ["tests/test_batching.py::test_greedy_answers_equal_each_request_alone_as_requests_join_and_leave"],
+    ),
+    Break(
+        "batching: a request's repetition_penalty ignored",
+        "batching.py",
+        'if settings.get("repetition_penalty", 1.0) != 1.0:',
+        "if False:",
+        [
+            "tests/test_batching.py::test_each_rows_scores_equal_transformers_processors",
+            "tests/test_batching.py::test_different_settings_in_one_shared_batch_each_equal_transformers_alone",
+        ],
+    ),
+    Break(
+        "batching: a sampling request draws from the shared generator",
+        "batching.py",
+        'generator=request.settings.get("generator")',
+        "generator=None",
+        ["tests/test_batching.py::test_sampled_requests_in_one_shared_batch_equal_their_seeded_draws_alone"],
+    ),
+    Break(
+        "streaming: a byte-fallback run handed over before it is complete",
+        "engine.py",
+        "if token_id in self.byte_ids:",
+        "if False:",
+        ["tests/test_batching.py::test_streamed_pieces_never_change_even_when_a_byte_run_turns_out_invalid"],
+    ),
+    Break(
+        "scoring: [EOS] not scored",
+        "scoring.py",
+        'labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, -100)',
+        'labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, -100)'
+        ".masked_fill(targets['input_ids'] == tokenizer.eos_token_id, -100)",
+        ["tests/test_scoring.py", "tests/test_eval.py::test_perplexity_equals_a_hand_computation"],
+    ),
+    Break(
+        "DPO forward: [EOS] not scored",
+        "seq2seq_dpo.py",
+        "completion = [torch.tensor([0] + [1] * len(t)) for t in targets]",
+        "completion = [torch.tensor([0] + [1] * (len(t) - 1) + [0]) for t in targets]",
+        ["tests/test_faults.py::test_14_dpo_log_probs_and_loss_equal_an_independent_computation"],
+    ),
+    Break(
+        "triples: a triple split at its last commas",
+        "triples.py",
+        'parts = piece.split(",", 2)',
+        'parts = piece.rsplit(",", 2)',
+        ["tests/test_eval.py::test_triples_parse_well_formed_truncated_and_garbage_output"],
+    ),
+    Break(
+        "stream windows: every third window skipped",
+        "tables.py",
+        "        rng = random.Random(seed * 1_000_003 + indices[0])\n",
+        "        rng = random.Random(seed * 1_000_003 + indices[0])\n"
+        "        if (indices[0] // max(len(indices), 1)) % 3 == 1:\n"
+        "            return {key: [] for key in batch}\n",
+        [
+            "tests/test_data.py::test_a_stream_grouped_by_length_keeps_every_row_and_pads_less",
+            "tests/test_data.py::test_a_token_budget_cuts_batches_of_varying_rows_under_it",
+        ],
+    ),
+    Break(
+        "cleaning: code loses its indentation",
+        "cleaning.py",
+        "part if is_code else _tidy_prose(part)",
+        "_tidy_prose(part)",
+        [
+            "tests/test_data_stage.py::test_code_keeps_its_text_and_the_prose_around_it_is_cleaned",
+            "tests/test_data_stage.py::test_code_in_the_shared_alpaca_rows_is_kept_byte_for_byte",
+        ],
+    ),
+]
+
+
+def test_fails(test: str) -> bool:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return result.returncode != 0
+
+
+def main(selection: str = "") -> int:
+    missed = 0
+    for item in [b for b in BREAKS if selection in b.name]:
+        path = ROOT / "src" / "sccl_hf" / item.path
+        original = path.read_text(encoding="utf-8")
+        if original.count(item.before) != 1:
+            print(f"STALE    {item.name}: the line to break is not in src/sccl_hf/{item.path} once; update BREAKS")
+            missed += 1
+            continue
+        try:
+            path.write_text(original.replace(item.before, item.after), encoding="utf-8")
+            passed = [t for t in item.tests if not test_fails(t)]
+        finally:
+            path.write_text(original, encoding="utf-8")
+        missed += bool(passed)
+        verdict = f"NOT CAUGHT by {', '.join(passed)}" if passed else f"caught by {', '.join(item.tests)}"
+        print(f"{'MISSED ' if passed else 'ok     '} {item.name}: {verdict}", flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else ""))
