@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Break:
     name: str
-    path: str  # under src/sccl_hf
+    path: str  # in the checkout
     before: str  # the exact text, found once
     after: str
     tests: list[str]  # pytest node ids or "-k" expressions: every one is expected to fail
@@ -28,14 +28,14 @@ class Break:
 BREAKS = [
     Break(
         "batching: rows reordered when a request leaves",
-        "batching.py",
+        "src/sccl_hf/batching.py",
         "self.active = [self.active[i] for i in keep]",
         "self.active = [self.active[i] for i in keep][::-1]",
         ["tests/test_batching.py::test_greedy_answers_equal_each_request_alone_as_requests_join_and_leave"],
     ),
     Break(
         "batching: a request's repetition_penalty ignored",
-        "batching.py",
+        "src/sccl_hf/batching.py",
         'if settings.get("repetition_penalty", 1.0) != 1.0:',
         "if False:",
         [
@@ -45,21 +45,21 @@ BREAKS = [
     ),
     Break(
         "batching: a sampling request draws from the shared generator",
-        "batching.py",
+        "src/sccl_hf/batching.py",
         'generator=request.settings.get("generator")',
         "generator=None",
         ["tests/test_batching.py::test_sampled_requests_in_one_shared_batch_equal_their_seeded_draws_alone"],
     ),
     Break(
         "streaming: a byte-fallback run handed over before it is complete",
-        "engine.py",
+        "src/sccl_hf/engine.py",
         "if token_id in self.byte_ids:",
         "if False:",
         ["tests/test_batching.py::test_streamed_pieces_never_change_even_when_a_byte_run_turns_out_invalid"],
     ),
     Break(
         "scoring: [EOS] not scored",
-        "scoring.py",
+        "src/sccl_hf/scoring.py",
         'labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, -100)',
         'labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, -100)'
         ".masked_fill(targets['input_ids'] == tokenizer.eos_token_id, -100)",
@@ -67,21 +67,21 @@ BREAKS = [
     ),
     Break(
         "DPO forward: [EOS] not scored",
-        "seq2seq_dpo.py",
+        "src/sccl_hf/seq2seq_dpo.py",
         "completion = [torch.tensor([0] + [1] * len(t)) for t in targets]",
         "completion = [torch.tensor([0] + [1] * (len(t) - 1) + [0]) for t in targets]",
         ["tests/test_faults.py::test_14_dpo_log_probs_and_loss_equal_an_independent_computation"],
     ),
     Break(
         "triples: a triple split at its last commas",
-        "triples.py",
+        "src/sccl_hf/triples.py",
         'parts = piece.split(",", 2)',
         'parts = piece.rsplit(",", 2)',
         ["tests/test_eval.py::test_triples_parse_well_formed_truncated_and_garbage_output"],
     ),
     Break(
         "stream windows: every third window skipped",
-        "tables.py",
+        "src/sccl_hf/tables.py",
         "        rng = random.Random(seed * 1_000_003 + indices[0])\n",
         "        rng = random.Random(seed * 1_000_003 + indices[0])\n"
         "        if (indices[0] // max(len(indices), 1)) % 3 == 1:\n"
@@ -92,8 +92,22 @@ BREAKS = [
         ],
     ),
     Break(
+        "contrastive search: the degeneration penalty against the mean, not the most similar, earlier token",
+        "modeling_chat_model.py",
+        "score = (1 - penalty_alpha) * top_probs - penalty_alpha * similarity.max(dim=-1).values",
+        "score = (1 - penalty_alpha) * top_probs - penalty_alpha * similarity.mean(dim=-1)",
+        ["tests/test_model.py::test_contrastive_search_with_a_penalty_equals_a_brute_force_computation"],
+    ),
+    Break(
+        "training: the starting-loss check never fires",
+        "src/sccl_hf/training.py",
+        "if math.isfinite(loss) and loss > limit:",
+        "if math.isfinite(loss) and loss > limit + 1e9:",
+        ["tests/test_training.py::test_a_run_with_a_mismatched_tokenizer_warns_at_its_first_logged_step"],
+    ),
+    Break(
         "cleaning: code loses its indentation",
-        "cleaning.py",
+        "src/sccl_hf/cleaning.py",
         "part if is_code else _tidy_prose(part)",
         "_tidy_prose(part)",
         [
@@ -117,10 +131,10 @@ def test_fails(test: str) -> bool:
 def main(selection: str = "") -> int:
     missed = 0
     for item in [b for b in BREAKS if selection in b.name]:
-        path = ROOT / "src" / "sccl_hf" / item.path
+        path = ROOT / item.path
         original = path.read_text(encoding="utf-8")
         if original.count(item.before) != 1:
-            print(f"STALE    {item.name}: the line to break is not in src/sccl_hf/{item.path} once; update BREAKS")
+            print(f"STALE    {item.name}: the line to break is not in {item.path} once; update BREAKS")
             missed += 1
             continue
         try:

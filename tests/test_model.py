@@ -169,9 +169,9 @@ def test_contrastive_search_with_a_penalty_equals_a_brute_force_computation(answ
         batch = encode(tokenizer, [prompt])
         greedy = model.my_generate(batch["input_ids"], batch["attention_mask"], max_seq_len=12, search_type="greedy")
         ours = model.my_generate(
-            batch["input_ids"], batch["attention_mask"], max_seq_len=12, search_type="contrastive", penalty_alpha=0.6,
+            batch["input_ids"], batch["attention_mask"], max_seq_len=12, search_type="contrastive", penalty_alpha=0.8,
             top_k=4,
         )  # fmt: skip
-        expected = contrastive_by_brute_force(model, batch["input_ids"], batch["attention_mask"], 12, 0.6, 4)
+        expected = contrastive_by_brute_force(model, batch["input_ids"], batch["attention_mask"], 12, 0.8, 4)
         assert ours[0, : len(expected)].tolist() == expected
         assert ours[0].tolist() != greedy[0].tolist()  # the penalty changed the answer: the oracle has work to do

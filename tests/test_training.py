@@ -320,3 +320,32 @@ def test_a_token_budget_trains_on_batches_of_varying_size(tokenizer_dir, sharded
     assert results["prompt_tokens_seen"] > 0
     recipe = (tmp_path / "recipe.yaml").read_text()
     assert "max_tokens_per_batch: 160" in recipe and "per_device_train_batch_size: 4" in recipe
+
+
+def test_a_run_with_a_mismatched_tokenizer_warns_at_its_first_logged_step(
+    pretrained_dir, fixed_batch, demo_data, tmp_path, caplog
+):
+    """SFT on the rows its model was trained on starts near that model's final loss: no warning. The same run with
+    a tokenizer from another run (other merges, so other ids) starts far above it: a warning at the first logged
+    step that names the likely causes. A new model is held to a uniform guess, ln(vocabulary size)."""
+    from sccl_hf.stages.tokenizer import TokenizerArguments
+    from sccl_hf.stages.tokenizer import main as train_tokenizer
+
+    other = tmp_path / "other_tokenizer"
+    train_tokenizer(TokenizerArguments(files=[str(demo_data["sft"])], vocab_size=700, output_dir=str(other)))
+    parent = json.loads((pretrained_dir / "results.json").read_text())["results"]["final_loss"]
+    run_sft(pretrained_dir, fixed_batch, tmp_path / "matched", 2)
+    assert "the first logged loss" not in caplog.text
+    run_sft(pretrained_dir, fixed_batch, tmp_path / "mismatched", 2, "--tokenizer_dir", str(other))
+    first = logged(tmp_path / "mismatched")[0][1]
+    assert first > parent + 2.0  # the premise: ids from another vocabulary
+    assert "the first logged loss" in caplog.text and "tokenizer and the model come from different runs" in caplog.text
+    caplog.clear()
+    # a new model: the yardstick is a uniform guess, ln(700) = 6.55
+    from types import SimpleNamespace
+
+    from sccl_hf.training import StartingLossCallback
+
+    for loss, warns in ((6.9, False), (9.0, True)):
+        StartingLossCallback(700).on_log(None, SimpleNamespace(global_step=1), None, logs={"loss": loss})
+        assert ("a new model starts near ln(vocabulary size) = 6.55" in caplog.text) == warns

@@ -290,6 +290,55 @@ class LossHistoryCallback(TrainerCallback):
             plot_history(self.rows, self.png_path)
 
 
+def parent_final_loss(model_dir) -> float | None:
+    """The final training loss recorded beside a saved model (its stage's results.json), if there is one."""
+    path = Path(model_dir) / "results.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["results"]["final_loss"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class StartingLossCallback(TrainerCallback):
+    """Warns at the first logged loss when it is far above where a healthy run starts: a new model starts at about
+    ln(vocabulary size) (a uniform guess), a model trained before near its own final loss. A start above
+    ln(V) + 1 for a new model, or above its parent's final loss + max(2, ln(V) / 3) for a saved one, is not
+    explained by the data being new: the usual causes are named in the warning."""
+
+    def __init__(self, vocab_size: int, parent_loss: float | None = None, from_saved_model: bool = False):
+        self.uniform = math.log(vocab_size)
+        self.parent_loss, self.from_saved_model = parent_loss, from_saved_model
+        self.checked = False
+
+    def expectation(self) -> tuple[str, float]:
+        if not self.from_saved_model:
+            return f"a new model starts near ln(vocabulary size) = {self.uniform:.2f}", self.uniform + 1.0
+        if self.parent_loss is not None:
+            limit = self.parent_loss + max(2.0, self.uniform / 3)
+            return f"the model it starts from ended its training at {self.parent_loss:.2f}", limit
+        return (
+            f"a trained model starts well under a uniform guess, ln(vocabulary size) = {self.uniform:.2f}",
+            self.uniform,
+        )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.checked or not logs or "loss" not in logs:
+            return
+        self.checked = True
+        loss = logs["loss"]
+        expected, limit = self.expectation()
+        if math.isfinite(loss) and loss > limit:
+            logger.warning(
+                "the first logged loss, %.2f at step %d, is far above where this run should start (%s). Likely "
+                "causes: the tokenizer and the model come from different runs (tokenizer_dir), labels that are not "
+                "masked or not the model's targets (prompt/response columns swapped), or a learning rate so high "
+                "that the first steps already diverged.",
+                loss,
+                state.global_step,
+                expected,
+            )
+
+
 class NonFiniteLossCallback(TrainerCallback):
     """Stops the run when a logged loss is NaN or infinite: nothing after that point is worth saving.
 
@@ -481,10 +530,18 @@ def check_streaming(data_args, training_args) -> None:
 
 
 def build_seq2seq_trainer(
-    model, tokenizer, train_dataset, eval_dataset, training_args, data_args=None, save_each_epoch: bool = False
+    model,
+    tokenizer,
+    train_dataset,
+    eval_dataset,
+    training_args,
+    data_args=None,
+    save_each_epoch: bool = False,
+    parent_dir=None,
 ):
     """The stock Seq2SeqTrainer with dynamic padding (labels padded with -100) and our callbacks; a stream's
-    position is saved in each checkpoint (see StreamPositionCallback). With a token budget per batch the stream's
+    position is saved in each checkpoint (see StreamPositionCallback); `parent_dir`: the saved model a fine-tuning
+    run starts from (its final loss sets where the run should start, see StartingLossCallback). With a token budget per batch the stream's
     items are whole batches (`tables.shuffle_windows`): the data loader takes one at a time and unpacks it."""
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     if getattr(data_args, "max_tokens_per_batch", None):
@@ -511,4 +568,6 @@ def build_seq2seq_trainer(
         trainer.add_callback(StreamPositionCallback(trainer._load_rng_state))
     if save_each_epoch:
         trainer.add_callback(EpochModelCallback(trainer, tokenizer))
+    parent_loss = parent_final_loss(parent_dir) if parent_dir else None
+    trainer.add_callback(StartingLossCallback(model.config.vocab_size, parent_loss, from_saved_model=bool(parent_dir)))
     return trainer

@@ -41,8 +41,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     logging.getLogger(__name__).info("model: %.1fM parameters, max_seq_len %d", parameters / 1e6, max_seq_len)
 
     # 4. work
+    parent = models.local_model_dir(model_args.model_name_or_path) if model_args.model_name_or_path else None
     trainer = build_seq2seq_trainer(
-        model, tokenizer, train_dataset, eval_dataset, training_args, data_args, model_args.save_each_epoch
+        model, tokenizer, train_dataset, eval_dataset, training_args, data_args, model_args.save_each_epoch, parent
     )
     result = train(trainer, training_args)
 
