@@ -1,6 +1,7 @@
 import copy
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -233,6 +234,19 @@ def test_dpo_data_drops_answers_equal_to_the_reference_and_resumes(trained_model
     written = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [r["prompt"] for r in written] == prompts[3:]
     assert all(r["chosen"] == "一个不同的答案" and r["rejected"] for r in written)
+    # Other weights (a retrained SFT model): the earlier answers are moved aside, not reused, and all is redone.
+    other = tmp_path / "other_model"
+    shutil.copytree(trained_model_dir, other)
+    model = load_model(other)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.01)
+    model.save_pretrained(other)
+    third = make_dpo_data(DPODataArguments(**{**args, "model_name_or_path": str(other)}))
+    assert third["skipped_already_done"] == 0 and third["written"] + third["dropped_equal_to_reference"] == 12
+    pairs_aside = [p for p in tmp_path.glob("dpo.*.jsonl") if not p.name.startswith("dpo.dropped")]
+    dropped_aside = [p for p in tmp_path.glob("dpo.dropped.*.jsonl")]
+    assert len(pairs_aside) == len(dropped_aside) == 1
+    assert len(pairs_aside[0].read_text().splitlines()) == 9 and len(dropped_aside[0].read_text().splitlines()) == 3
 
 
 def test_a_bf16_dpo_run_leaves_autocast_as_it_found_it(tiny_model_dir, pairs_file, tmp_path):

@@ -4,7 +4,9 @@ Reads: the SFT model, a prompt/response reference table. Writes: prompt/chosen/r
 `chosen` is the reference answer; `rejected` is what the SFT model generates for the same prompt. Rows where the
 generation equals the reference teach nothing and are dropped (counted, and kept in `<output>.dropped.jsonl` for
 inspection). Output is appended batch by batch: an interrupted run, started again, skips every prompt already
-written to either file.
+written to either file. `<output>.model.json` records which weights wrote them: when the model has changed since
+(a retrained SFT model), the earlier files are moved aside, named after those weights, and the run starts again, so
+a new model's pairs never mix with an older model's answers.
 """
 
 import json
@@ -68,6 +70,37 @@ def _done_prompts(path: Path) -> set[str]:
     return done
 
 
+def weights_fingerprint(model_dir) -> str:
+    """sha256 of the model's weight files: the same only for the same weights."""
+    import hashlib
+
+    from sccl_hf.model_folder import local_model_dir
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(local_model_dir(model_dir)).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def set_aside_other_models_answers(output: Path, dropped_file: Path, fingerprint: str) -> None:
+    """Earlier answers written by other weights are moved aside (`<name>.<their weights>.jsonl`), never reused."""
+    record = output.with_suffix(".model.json")
+    earlier = json.loads(record.read_text(encoding="utf-8"))["weights_sha256"] if record.is_file() else None
+    if earlier and earlier != fingerprint:
+        for path in (output, dropped_file):
+            if path.is_file():
+                aside = path.with_suffix(f".{earlier[:12]}.jsonl")
+                path.rename(aside)
+                logging.getLogger(__name__).warning(
+                    "dpo_data: %s was written by other weights (sha256 %s…): moved to %s; starting again",
+                    path, earlier[:12], aside,
+                )  # fmt: skip
+    output.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"weights_sha256": fingerprint}) + "\n", encoding="utf-8")
+
+
 def main(args: DPODataArguments) -> dict:
     import sys
 
@@ -82,7 +115,8 @@ def main(args: DPODataArguments) -> dict:
     output = Path(args.output_file)
     dropped_file = output.with_suffix(".dropped.jsonl")
 
-    # 2. inputs: the reference rows not yet done by an earlier run
+    # 2. inputs: the reference rows not yet done by an earlier run of the same weights
+    set_aside_other_models_answers(output, dropped_file, weights_fingerprint(args.model_name_or_path))
     rows = load_table(args.reference_paths, ["prompt", "response"]).to_list()
     if args.max_rows:
         rows = rows[: args.max_rows]
