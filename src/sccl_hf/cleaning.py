@@ -17,6 +17,7 @@ indented code (see `code_spans`), so a Python answer keeps its indentation, its 
 """
 
 import html
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -108,13 +109,8 @@ def code_spans(text: str) -> list[tuple[bool, str]]:
             index = stop + 1
             continue
         index += 1
-    parts: list[tuple[bool, list[str]]] = []
-    for line, is_code in zip(lines, code):
-        if parts and parts[-1][0] == is_code:
-            parts[-1][1].append(line)
-        else:
-            parts.append((is_code, [line]))
-    return [(is_code, "\n".join(block)) for is_code, block in parts]
+    runs = itertools.groupby(zip(lines, code), key=lambda pair: pair[1])
+    return [(is_code, "\n".join(line for line, _ in run)) for is_code, run in runs]
 
 
 def outside_code(rewrite: callable) -> callable:
