@@ -39,6 +39,7 @@ class TextToTextModel(T5ForConditionalGeneration):
         max_seq_len: int = 256,
         search_type: str = "beam",
         streamer=None,
+        tokenizer=None,
         **overrides,
     ) -> torch.LongTensor:
         """Generate responses for a batch of prompts.
@@ -51,6 +52,7 @@ class TextToTextModel(T5ForConditionalGeneration):
                 ``contrastive`` (penalty_alpha 0.5, top-k 50).
             streamer: optional ``transformers`` streamer (``put``/``end``). Beam search cannot stream, so
                 its result is put in one piece when it is done.
+            tokenizer: needed by ``generate`` only with ``stop_strings`` (an override: stop an answer at them).
             overrides: generation settings that replace the search type's defaults (e.g. ``temperature``).
 
         Returns:
@@ -73,16 +75,21 @@ class TextToTextModel(T5ForConditionalGeneration):
             decoder_start_token_id=self.config.decoder_start_token_id,
             **settings,
         )
+        extra = {"tokenizer": tokenizer} if tokenizer is not None else {}
         if settings.get("num_beams", 1) > 1 and streamer is not None:
             output = self.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config, **extra
             )
             streamer.put(output[:, :1].cpu())  # the decoder start token, as generate() streams it
             streamer.put(output[0, 1:].cpu())
             streamer.end()
             return output
         return self.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config, streamer=streamer
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=generation_config,
+            streamer=streamer,
+            **extra,
         )
 
     def _contrastive_search(self, input_ids, attention_mask, max_new_tokens, penalty_alpha, top_k, streamer):

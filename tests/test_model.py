@@ -175,3 +175,22 @@ def test_contrastive_search_with_a_penalty_equals_a_brute_force_computation(answ
         expected = contrastive_by_brute_force(model, batch["input_ids"], batch["attention_mask"], 12, 0.8, 4)
         assert ours[0, : len(expected)].tolist() == expected
         assert ours[0].tolist() != greedy[0].tolist()  # the penalty changed the answer: the oracle has work to do
+
+
+def test_an_answer_stops_at_the_first_stop_string(answering_model_dir):
+    """`stop`: generation ends at the first stop string, which the answer keeps; answers without one are as
+    before. Rows of one batch stop at different steps."""
+    from conftest import ANSWERING_PROMPTS
+    from sccl_hf.engine import Engine
+
+    engine = Engine.load(answering_model_dir, "cpu")
+    plain = engine.answer(ANSWERING_PROMPTS, max_new_tokens=40)
+    stopped = engine.answer(ANSWERING_PROMPTS, max_new_tokens=40, stop=[","])
+    with_comma = [i for i, a in enumerate(plain) if "," in a.text]
+    assert len(with_comma) >= 5  # most answers hold a comma (NFKC: the targets' "，" decodes as ",")
+    for i, (before, after) in enumerate(zip(plain, stopped)):
+        if i in with_comma:
+            assert after.text == before.text[: before.text.index(",") + 1] and after.ended
+            assert after.tokens < before.tokens  # generation stopped there: not cut afterwards
+        else:
+            assert after == before

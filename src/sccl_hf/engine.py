@@ -44,6 +44,12 @@ class Answer:
     ended: bool  # the model closed the answer with [EOS] (else max_new_tokens cut it)
 
 
+def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """`text` up to and including the first of the `stop` strings (an answer that reached one is complete)."""
+    ends = [text.find(s) + len(s) for s in stop or () if s and s in text]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
 @functools.lru_cache(maxsize=8)
 def byte_fallback_ids(tokenizer) -> frozenset[int]:
     """The ids of a char-level vocabulary's byte-fallback tokens, <0x00> .. <0xFF> (none in a byte-level one)."""
@@ -156,11 +162,14 @@ class Engine:
         max_new_tokens: int | None = None,
         batch_size: int = 32,
         progress: bool = False,
+        stop: list[str] | None = None,
         **overrides,
     ) -> list["Answer"]:
-        """Answers to `prompts` with their token counts and whether each ended in `[EOS]` (else it was cut at
-        `max_new_tokens`), in batches of `batch_size`. `overrides` replace the search type's settings
-        (temperature, top_p, repetition_penalty, no_repeat_ngram_size, ...). `progress`: a bar over the batches."""
+        """Answers to `prompts` with their token counts and whether each ended in `[EOS]` or a `stop` string (else
+        it was cut at `max_new_tokens`), in batches of `batch_size`. An answer stops generating at the first `stop`
+        string, which it keeps (a row of the batch that stopped is padded while the others go on). `overrides`
+        replace the search type's settings (temperature, top_p, repetition_penalty, no_repeat_ngram_size, ...).
+        `progress`: a bar over the batches."""
         from tqdm.auto import tqdm
 
         answers = []
@@ -179,13 +188,15 @@ class Engine:
                 batch["attention_mask"],
                 max_seq_len=self._new_tokens(max_new_tokens),
                 search_type=search_type,
+                **({"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}),
                 **overrides,
             )
             texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
             for text, ids in zip(texts, output[:, 1:].tolist()):  # [:, 1:]: the decoder start token is [PAD]
+                text, stopped = cut_at_stop(text, stop)
                 ended = eos in ids
                 tokens = ids.index(eos) + 1 if ended else sum(t != pad for t in ids)
-                answers.append(Answer(text.strip(), tokens, ended))
+                answers.append(Answer(text.strip(), tokens, ended or stopped))
         return answers
 
     def stream(
@@ -323,7 +334,11 @@ class CT2Engine:
     def generate(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, **overrides) -> list[str]:
         return [a.text for a in self.answer(prompts, search_type, max_new_tokens, batch_size, **overrides)]
 
-    def answer(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, progress=False, **overrides):
+    def answer(
+        self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, progress=False, stop=None, **overrides
+    ):
+        """As `Engine.answer`; a `stop` string cuts the answer after generation (CTranslate2 stops at tokens, not
+        strings)."""
         options = self._options(search_type, max_new_tokens, overrides)
         results = self.translator.translate_batch(
             [self._source(p) for p in prompts], max_batch_size=batch_size, return_end_token=True, **options
@@ -331,8 +346,9 @@ class CT2Engine:
         answers = []
         for result in results:
             tokens = result.hypotheses[0]
+            text, stopped = cut_at_stop(self._text(tokens), stop)
             ended = bool(tokens) and tokens[-1] == self.eos_token
-            answers.append(Answer(self._text(tokens), len(tokens), ended))
+            answers.append(Answer(text.strip(), len(tokens), ended or stopped))
         return answers
 
     def stream(self, prompt, on_text, search_type="greedy", max_new_tokens=None, cancelled=None, **overrides):

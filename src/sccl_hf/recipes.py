@@ -589,6 +589,9 @@ class GenerationTableArguments(EvalTableArguments):
     search_type: str = field(default="greedy", metadata={"help": "greedy, beam, sampling or contrastive"})
     max_new_tokens: int = 0
     engine: str = field(default="torch", metadata={"help": "torch, or ct2 (model_name_or_path from export_ct2)"})
+    stop: list[str] = field(
+        default_factory=list, metadata={"help": "end an answer at the first of these strings, kept (eval_ie: ')]')"}
+    )
 
     def answers(self, rows: list[dict]) -> list:
         """Each row's answer (`engine.Answer`: text, tokens, ended), generated in batches with a progress bar."""
@@ -596,4 +599,6 @@ class GenerationTableArguments(EvalTableArguments):
 
         engine = load_engine(self.model_name_or_path, self.device, self.engine)
         prompts = [r["prompt"] for r in rows]
-        return engine.answer(prompts, self.search_type, self.max_new_tokens or None, self.batch_size, progress=True)
+        return engine.answer(
+            prompts, self.search_type, self.max_new_tokens or None, self.batch_size, progress=True, stop=self.stop
+        )
