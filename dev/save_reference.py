@@ -5,7 +5,6 @@ with what a healthy one looks like.
     .venv/bin/python dev/save_reference.py runs/demo demo      # after `sccl demo`
 """
 
-import json
 import os
 import platform
 import shutil
@@ -14,38 +13,38 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from sccl_hf.report import _number, find_stages  # noqa: E402
+
 
 def figures(record: dict) -> str:
     """The stage's headline numbers: its scalar results (the Trainer's own metrics stay in the run's folder)."""
     results = record.get("results") or {}
     flat = {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(flat.items()))
+    return ", ".join(f"{k} {_number(v)}" for k, v in sorted(flat.items()))
 
 
 def main(run_dir: str, name: str) -> None:
     run, target = Path(run_dir), ROOT / "docs" / "reference" / name
-    # in the order the stages ran
-    records = sorted(run.rglob("results.json"), key=lambda p: json.loads(p.read_text(encoding="utf-8"))["finished_at"])
-    if not records:
+    stages = find_stages(run)  # in the order they finished, checkpoints left out
+    if not stages:
         sys.exit(f"{run}: no results.json below it (run the stages first)")
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    commits = sorted({json.loads(p.read_text(encoding="utf-8")).get("git_commit") or "unknown" for p in records})
+    commits = sorted({record.get("git_commit") or "unknown" for _, record in stages})
     lines = [f"# Reference run: {name}", "",
              f"Made from `{run}`, run at commit {', '.join(c[:7] for c in commits)} on {platform.machine()}, "
              f"{len(os.sched_getaffinity(0))} CPU cores, no GPU, "
              f"Python {platform.python_version()}. Written by `python dev/save_reference.py {run_dir} {name}`.", "",
              "| stage | folder | recipe | seconds | figures |", "|---|---|---|---:|---|"]  # fmt: skip
-    for path in records:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        folder = path.parent.relative_to(run)
+    for folder_path, record in stages:
+        folder = folder_path.relative_to(run)
         seconds = record.get("elapsed_seconds", "")
         lines.append(f"| {record.get('stage')} | {folder} | `{record.get('recipe')}` | {seconds} | {figures(record)} |")
         for log in ("training_log.csv", "training_log.png"):
-            if (path.parent / log).is_file():
+            if (folder_path / log).is_file():
                 (target / str(folder).replace("/", "_")).mkdir(exist_ok=True)
-                shutil.copy2(path.parent / log, target / str(folder).replace("/", "_") / log)
+                shutil.copy2(folder_path / log, target / str(folder).replace("/", "_") / log)
     lines += ["", "Loss curves: `<stage>/training_log.csv` (every logged loss and learning rate) and its plot.", ""]
     for png in sorted(target.glob("*/training_log.png")):
         lines.append(f"![{png.parent.name}]({png.parent.name}/training_log.png)")
