@@ -513,9 +513,18 @@ class DataArguments(DataFiles):
             "response)); batches then hold at most per_device_train_batch_size rows and fewer when rows are long"
         },
     )
+    reconstruction_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "this share of the training rows becomes reconstruction rows: the response with 15% of its "
+            "tokens masked in spans as the prompt, the whole response as the target (teaches reading the input)"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0.0 <= self.reconstruction_share <= 1.0:
+            raise ValueError(f"reconstruction_share: {self.reconstruction_share} is out of range (0 to 1)")
         if self.max_tokens_per_batch is not None:
             if not self.streaming:
                 raise ValueError(

@@ -51,7 +51,7 @@ def headline(stage: str, results: dict) -> str:
     keys = {
         "pretrain": ("final_loss", "steps", "prompt_tokens_seen"),
         "sft": ("final_loss", "steps", "prompt_tokens_seen"),
-        "dpo": ("final_loss", "steps"),
+        "dpo": ("final_loss", "steps", "held_out_reward_accuracy", "held_out_rows"),
         "eval_gen": ("exact_match", "bleu4", "rouge_l", "ended_with_eos", "rows"),
         "eval_ppl": ("loss", "perplexity", "bits_per_character", "tokens"),
         "eval_ie": ("precision", "recall", "f1", "rows"),

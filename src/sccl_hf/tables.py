@@ -11,6 +11,7 @@ accelerate hands each process its own shards and no process reads another's rows
 import json
 import logging
 import random
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,13 +197,53 @@ def load_table(
     return datasets.Dataset.from_list(list(_generate_rows(shards, columns)), features=features)
 
 
-def tokenize_pairs(tokenizer, max_seq_len: int, prompt_column: str = "prompt", response_column: str = "response"):
-    """A batched map function: prompt -> input_ids/attention_mask, response -> labels (both end in [EOS])."""
+def mask_spans(ids: list[int], mask_id: int, rng: random.Random, density: float = 0.15, mean_span: float = 3.0):
+    """`ids` (ending in [EOS], which is kept) with about `density` of its tokens hidden in spans of `mean_span`
+    tokens on average, each span replaced by one `mask_id`: T5's span corruption, but the target is the whole text,
+    so the decoder must read and copy the 85% it is shown."""
+    body, eos = ids[:-1], ids[-1:]
+    hidden = max(1, round(len(body) * density)) if len(body) > 1 else 0
+    spans = max(1, round(hidden / mean_span)) if hidden else 0
+    starts = sorted(rng.sample(range(len(body)), min(spans, len(body))))
+    out, covered = [], 0
+    for position, token in enumerate(body):
+        if starts and position == starts[0]:
+            starts.pop(0)
+            covered = max(covered, position + max(1, round(rng.expovariate(1 / mean_span))))
+            if not out or out[-1] != mask_id:
+                out.append(mask_id)
+            continue
+        if position < covered:
+            continue
+        out.append(token)
+    return out + eos
+
+
+def tokenize_pairs(
+    tokenizer,
+    max_seq_len: int,
+    prompt_column: str = "prompt",
+    response_column: str = "response",
+    reconstruction_share: float = 0.0,
+    seed: int = 0,
+):
+    """A batched map function: prompt -> input_ids/attention_mask, response -> labels (both end in [EOS]).
+
+    With `reconstruction_share`, that share of the rows (chosen by a hash of the response and `seed`, so the same
+    rows in every epoch and process) has its prompt replaced by the response with spans masked (`mask_spans`):
+    a reconstruction row, whose target is read mostly from the input."""
 
     def tokenize(batch: dict) -> dict:
         encoded = tokenizer(batch[prompt_column], truncation=True, max_length=max_seq_len)
         labels = tokenizer(batch[response_column], truncation=True, max_length=max_seq_len)["input_ids"]
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        if reconstruction_share > 0:
+            for k, response in enumerate(batch[response_column]):
+                rng = random.Random(zlib.crc32(response.encode("utf-8")) * 1_000_003 + seed)
+                if rng.random() < reconstruction_share:
+                    input_ids[k] = mask_spans(labels[k], tokenizer.mask_token_id, rng)
+                    attention_mask[k] = [1] * len(input_ids[k])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     return tokenize
 
@@ -282,7 +323,9 @@ def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, training_args):
     `train_sampling_strategy: group_by_length`, each window is cut into batches of similar length, and with
     `max_tokens_per_batch` into batches under that budget (whole batches as items, see `shuffle_windows`)."""
     seed = training_args.seed
-    train = load_seq2seq_dataset(data_args, data_args.train_paths, tokenizer, max_seq_len, seed=seed)
+    train = load_seq2seq_dataset(
+        data_args, data_args.train_paths, tokenizer, max_seq_len, seed=seed, reconstruction=True
+    )
     if data_args.streaming:
         batch_rows = training_args.per_device_train_batch_size
         group = training_args.train_sampling_strategy == "group_by_length"
@@ -303,8 +346,11 @@ def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, training_args):
     return train, evaluation
 
 
-def load_seq2seq_dataset(data_args, paths: list[Path], tokenizer, max_seq_len: int, seed: int, shuffle: bool = True):
-    """Tokenized prompt/response rows, ready for DataCollatorForSeq2Seq."""
+def load_seq2seq_dataset(
+    data_args, paths: list[Path], tokenizer, max_seq_len: int, seed: int, shuffle: bool = True, reconstruction=False
+):
+    """Tokenized prompt/response rows, ready for DataCollatorForSeq2Seq; `reconstruction`: with the recipe's
+    `reconstruction_share` of reconstruction rows (training sets only: evaluation stays on the task itself)."""
     columns = [data_args.prompt_column, data_args.response_column]
     table = load_table(
         paths,
@@ -312,5 +358,8 @@ def load_seq2seq_dataset(data_args, paths: list[Path], tokenizer, max_seq_len: i
         streaming=data_args.streaming,
         shuffle_seed=seed if shuffle else None,
     )
-    tokenize = tokenize_pairs(tokenizer, max_seq_len, *columns)
+    share = getattr(data_args, "reconstruction_share", 0.0) if reconstruction else 0.0
+    if share and tokenizer.mask_token_id is None:
+        raise ValueError("reconstruction_share: the tokenizer has no [MASK] token to hide spans with")
+    tokenize = tokenize_pairs(tokenizer, max_seq_len, *columns, reconstruction_share=share, seed=seed)
     return table.map(tokenize, batched=True, remove_columns=columns)

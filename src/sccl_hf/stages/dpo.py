@@ -99,6 +99,8 @@ def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, trai
         max_seq_len=max_seq_len,
     )
     result = train(trainer, training_args)
+    # the held-out pairs, scored by the final model: does it prefer the chosen answers it did not train on?
+    held_out = trainer.evaluate() if eval_dataset is not None else {}
 
     # 5. save (a LoRA run saves its adapter)
     results = save_trained(trainer, training_args, tokenizer, result)
@@ -106,4 +108,8 @@ def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, trai
     # 6. summary
     last = next((h for h in reversed(trainer.state.log_history) if "rewards/accuracies" in h), {})
     rewards = {k: v for k, v in last.items() if k.startswith(("rewards/", "logps/"))}
+    if held_out:
+        results["held_out_rows"] = len(eval_dataset)
+        results["held_out_reward_accuracy"] = held_out.get("eval_rewards/accuracies")
+        results["held_out_reward_margin"] = held_out.get("eval_rewards/margins")
     return {**results, "train_rows": len(train_dataset), "last_logged_rewards": rewards, "max_seq_len": max_seq_len}

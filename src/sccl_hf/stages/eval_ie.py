@@ -7,7 +7,7 @@ and how many answers were well formed, truncated (complete triples kept) or malf
 to `results.json`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sccl_hf.recipes import GenerationTableArguments
@@ -17,6 +17,19 @@ from sccl_hf.recipes import GenerationTableArguments
 @dataclass
 class TripleEvalArguments(GenerationTableArguments):
     output_dir: str = "runs/eval/ie"
+    compare_with: str = field(
+        default="",
+        metadata={"help": "another eval_ie output folder on the same sentences: F1 difference with a paired "
+                  "bootstrap 95% interval (pretrained against scratch)"},
+    )  # fmt: skip
+    bootstrap_samples: int = 2000
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.compare_with and not (Path(self.compare_with) / "predictions.jsonl").is_file():
+            raise FileNotFoundError(
+                f"compare_with: '{self.compare_with}' has no predictions.jsonl (run that eval_ie stage first)"
+            )
 
 
 RECIPE_ARGUMENTS = (TripleEvalArguments,)
@@ -55,6 +68,8 @@ def main(args: TripleEvalArguments) -> dict:
         "by_predicate": by_predicate,
         "model": args.model_name_or_path,
     }
+    if args.compare_with:
+        results["comparison"] = compare(args, rows, parsed, references)
     # 5. save
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -78,13 +93,46 @@ def main(args: TripleEvalArguments) -> dict:
         [[p, s["reference"], s["predicted"], s["correct"], round(s["precision"], 4), round(s["recall"], 4),
           round(s["f1"], 4)] for p, s in by_predicate.items()],
     )  # fmt: skip
+    comparison = ""
+    if args.compare_with:
+        c = results["comparison"]
+        comparison = "\n\n" + markdown_table(
+            ["model", "F1", "other model", "its F1", "F1 difference", "95% interval (paired bootstrap)", "sentences"],
+            [[args.model_name_or_path, round(scores.f1, 4), c["model"], round(c["f1"], 4),
+              round(c["f1_difference"], 4), f"[{c['interval_95'][0]:.4f}, {c['interval_95'][1]:.4f}]", c["sentences"]]],
+        )  # fmt: skip
     (output / "results.md").write_text(
-        f"# eval_ie: {args.model_name_or_path}\n\n{overall}\n\n## Per predicate\n\n{predicates}\n", encoding="utf-8"
+        f"# eval_ie: {args.model_name_or_path}\n\n{overall}{comparison}\n\n## Per predicate\n\n{predicates}\n",
+        encoding="utf-8",
     )
     # 6. summary
+    if args.compare_with:
+        c = results["comparison"]
+        print(
+            f"eval_ie: F1 {scores.f1:.3f} against {c['f1']:.3f} ({c['model']}): difference {c['f1_difference']:+.3f}, "
+            f"95% interval [{c['interval_95'][0]:+.3f}, {c['interval_95'][1]:+.3f}]"
+        )
     print(
         f"eval_ie: precision {scores.precision:.3f}, recall {scores.recall:.3f}, F1 {scores.f1:.3f} on {len(rows)} "
         f"sentences; answers well formed {statuses['ok']}, truncated {statuses['truncated']}, malformed "
         f"{statuses['malformed']} ({args.model_name_or_path})"
     )
     return results
+
+
+def compare(args: TripleEvalArguments, rows: list[dict], parsed: list, references: list) -> dict:
+    """This model's F1 against another eval_ie run's on the same sentences (`compare_with`), with a paired
+    bootstrap interval of the difference; the other run's rows must be these sentences, in this order."""
+    import json
+
+    from sccl_hf.triples import paired_bootstrap_f1, row_counts
+
+    path = Path(args.compare_with) / "predictions.jsonl"
+    other = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if [o["prompt"] for o in other] != [r["prompt"] for r in rows]:
+        raise ValueError(f"compare_with: {path} scored other sentences than {', '.join(args.eval_files)}")
+    ours = [row_counts(p.triples, r.triples) for p, r in zip(parsed, references)]
+    theirs = [row_counts([tuple(t) for t in o["predicted"]], [tuple(t) for t in o["reference"]]) for o in other]
+    record = json.loads((Path(args.compare_with) / "results.json").read_text(encoding="utf-8"))
+    bootstrap = paired_bootstrap_f1(ours, theirs, samples=args.bootstrap_samples)
+    return {"model": record["results"].get("model", args.compare_with), "f1": record["results"]["f1"], **bootstrap}
