@@ -48,6 +48,10 @@ def main(run_dir: str, name: str) -> None:
     lines += ["", "Loss curves: `<stage>/training_log.csv` (every logged loss and learning rate) and its plot.", ""]
     for png in sorted(target.glob("*/training_log.png")):
         lines.append(f"![{png.parent.name}]({png.parent.name}/training_log.png)")
+    report = run / "report.md"  # `sccl report`: its sample answers (questions, reference, each model's answer)
+    if report.is_file() and "\n## Sample answers\n" in (text := report.read_text(encoding="utf-8")):
+        section = text.split("\n## Sample answers\n", 1)[1].split("\n## ", 1)[0]
+        lines += ["", "## Sample answers", section.rstrip()]
     (target / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"reference run written to {target}")
 

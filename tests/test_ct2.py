@@ -91,3 +91,110 @@ def test_serve_with_the_ct2_engine(ct2_dirs):
         )
         stream = client.chat.completions.create(model="any", messages=messages, temperature=0, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream) == "杭州"
+
+
+@pytest.fixture(scope="module")
+def answering_ct2_dirs(tmp_path_factory, answering_model_dir):
+    out = {}
+    for quantization in ("float32", "int8"):
+        folder = tmp_path_factory.mktemp(f"answering_ct2_{quantization}")
+        run_recipe(ROOT / "recipes/demo/export_ct2.yaml", ["--model_dir", str(answering_model_dir), "--output_dir",
+                                                           str(folder), "--quantization", quantization])  # fmt: skip
+        out[quantization] = folder
+    return out
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_ct2_batched_requests_equal_each_request_alone(answering_ct2_dirs, quantization):
+    """Concurrent requests, each with its own max_new_tokens, decoded in shared CTranslate2 batches: every answer
+    (text, tokens, how it ended) and its stream equal the request answered alone; a cancelled request stops."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import ANSWERING_PROMPTS
+    from sccl_hf.batching import CT2BatchedGenerator
+    from sccl_hf.engine import GenerationCancelled, load_engine
+
+    engine = load_engine(answering_ct2_dirs[quantization], "cpu")
+    limits = [40, 12, 33, 5, 40, 21, 8, 40]
+    alone = [engine.answer([p], max_new_tokens=n)[0] for p, n in zip(ANSWERING_PROMPTS, limits)]
+    assert len({a.text for a in alone}) == len(alone) and any(a.ended for a in alone)
+    batcher = CT2BatchedGenerator(engine, max_batch=8)
+    start = threading.Barrier(len(limits) + 1)
+
+    def ask(k):
+        pieces = []
+        start.wait()
+        return batcher.submit(ANSWERING_PROMPTS[k], pieces.append, limits[k], search_type="greedy"), pieces
+
+    cancelled, cancelled_pieces = threading.Event(), []
+
+    def ask_and_cancel():
+        start.wait()
+
+        def on_text(piece):
+            cancelled_pieces.append(piece)
+            cancelled.set()
+
+        with pytest.raises(GenerationCancelled):
+            batcher.submit(ANSWERING_PROMPTS[0], on_text, 40, cancelled=cancelled, search_type="greedy")
+
+    with ThreadPoolExecutor(len(limits) + 1) as pool:
+        futures = [pool.submit(ask, k) for k in range(len(limits))] + [pool.submit(ask_and_cancel)]
+        results = [f.result(timeout=120) for f in futures[:-1]]
+        futures[-1].result(timeout=120)
+    batcher.close()
+    for (result, pieces), expected in zip(results, alone):
+        ended = result.finish_reason == "stop"
+        assert (result.text, result.completion_tokens, ended) == (expected.text, expected.tokens, expected.ended)
+        assert "".join(pieces).strip() == result.text
+    assert batcher.batches < len(limits)  # requests shared batches
+    assert 0 < len("".join(cancelled_pieces)) < len(alone[0].text)
+
+
+def test_ct2_batcher_refuses_what_ctranslate2_cannot_do(answering_ct2_dirs):
+    from sccl_hf.batching import CT2BatchedGenerator
+    from sccl_hf.engine import load_engine
+
+    batcher = CT2BatchedGenerator(load_engine(answering_ct2_dirs["int8"], "cpu"))
+    with pytest.raises(ValueError, match="seed"):
+        batcher.submit("你好", print, 8, search_type="sampling", seed=3)
+    with pytest.raises(ValueError, match="contrastive"):
+        batcher.submit("你好", print, 8, search_type="contrastive")
+    with pytest.raises(ValueError, match="beam"):
+        batcher.submit("你好", print, 8, search_type="beam")
+    batcher.close()
+
+
+@pytest.mark.slow
+def test_the_ct2_server_batches_concurrent_requests_with_the_answers_they_get_alone(answering_ct2_dirs):
+    """`sccl serve --engine ct2`: eight concurrent greedy requests (streamed and not) over HTTP get the answers
+    CTranslate2 gives each of them alone, and the server ran them in shared batches (fewer batches than requests:
+    /health counts them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from conftest import ANSWERING_PROMPTS
+    from sccl_hf.apps.serve import LocalServer
+    from sccl_hf.engine import load_engine
+
+    engine = load_engine(answering_ct2_dirs["int8"], "cpu")
+    alone = [a.text for a in (engine.answer([p], max_new_tokens=30)[0] for p in ANSWERING_PROMPTS)]
+
+    with LocalServer(answering_ct2_dirs["int8"], "--engine", "ct2") as server:
+
+        def ask(k):
+            body = {"messages": [{"role": "user", "content": ANSWERING_PROMPTS[k]}], "temperature": 0,
+                    "max_tokens": 30, "stream": k % 2 == 1}  # fmt: skip
+            response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
+            if not body["stream"]:
+                return response.json()["choices"][0]["message"]["content"]
+            chunks = [line[6:] for line in response.text.splitlines() if line.startswith("data: {")]
+            return "".join(__import__("json").loads(c)["choices"][0]["delta"].get("content", "") for c in chunks)
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, range(8)))
+        health = httpx.get(f"{server.url}/health", timeout=30).json()
+    assert answers == alone
+    assert health["batches"] < 8

@@ -148,3 +148,52 @@ def test_a_token_budget_cuts_batches_of_varying_rows_under_it(tmp_path, tokenize
     small = DataArguments(train_files=[str(path)], streaming=True, max_tokens_per_batch=100)
     with pytest.raises(ValueError, match="less than one row can take"):
         load_seq2seq_splits(small, tokenizer, 64, training)
+
+
+def test_masked_spans_hide_about_fifteen_percent_and_keep_the_rest_in_order():
+    """`mask_spans` against a hand check: the kept tokens are the input's, in order, each hidden run is one [MASK],
+    [EOS] stays last, and about 15% of the tokens are hidden (over many draws)."""
+    import random
+
+    from sccl_hf.tables import mask_spans
+
+    rng, mask, hidden, total = random.Random(0), 5, 0, 0
+    for _ in range(300):
+        ids = [rng.randint(10, 99) for _ in range(rng.randint(2, 80))] + [1]
+        out = mask_spans(ids, mask, rng)
+        assert out[-1] == 1 and out.count(1) == 1 and mask in out or len(ids) == 2
+        kept, position = [t for t in out[:-1] if t != mask], 0
+        for token in kept:  # a subsequence of the input, in order
+            position = ids.index(token, position) + 1
+        assert all(not (a == b == mask) for a, b in zip(out, out[1:]))  # one [MASK] per hidden run
+        hidden, total = hidden + len(ids) - 1 - len(kept), total + len(ids) - 1
+    assert 0.10 < hidden / total < 0.25
+
+
+def test_a_share_of_training_rows_become_reconstruction_rows(tmp_path, tokenizer_dir):
+    """`reconstruction_share`: that share of the training rows (the same rows every time) has the masked
+    response as its prompt; every other row, and the evaluation set, is the tokenizer's own encoding."""
+    from types import SimpleNamespace
+
+    from sccl_hf.model import load_tokenizer
+    from sccl_hf.recipes import resolve_files
+    from sccl_hf.tables import load_seq2seq_splits
+
+    rows = [{"prompt": f"问题{i}", "response": f"第{i}个回答是北京上海广州深圳{i * 7}"} for i in range(400)]
+    path = write_parquet(tmp_path / "rows.parquet", rows)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    paths = resolve_files([str(path)], "train_files")
+    args = SimpleNamespace(train_paths=paths, eval_paths=paths, streaming=False, prompt_column="prompt",
+                           response_column="response", max_tokens_per_batch=None, reconstruction_share=0.25)  # fmt: skip
+    training = SimpleNamespace(seed=3, per_device_train_batch_size=8, train_sampling_strategy="random")
+    train, evaluation = load_seq2seq_splits(args, tokenizer, 64, training)
+    encode = lambda text: tokenizer(text, truncation=True, max_length=64)["input_ids"]  # noqa: E731
+    by_label = {tuple(encode(r["response"])): encode(r["prompt"]) for r in rows}
+    rebuilt = [r for r in train if r["input_ids"] != by_label[tuple(r["labels"])]]
+    assert 0.18 < len(rebuilt) / len(rows) < 0.32
+    for row in rebuilt:
+        assert tokenizer.mask_token_id in row["input_ids"] and row["input_ids"][-1] == tokenizer.eos_token_id
+        assert len(row["attention_mask"]) == len(row["input_ids"])
+    assert all(r["input_ids"] == by_label[tuple(r["labels"])] for r in evaluation)
+    again, _ = load_seq2seq_splits(args, tokenizer, 64, training)
+    assert sorted(map(str, again["input_ids"])) == sorted(map(str, train["input_ids"]))

@@ -73,21 +73,25 @@ def test_loss_at_step_zero_with_policy_equal_to_reference(tiny_model_dir, loss_t
 
 
 def test_full_dpo_raises_reward_margin_and_accuracy_on_a_fixed_batch(tiny_model_dir, pairs_file, tmp_path):
-    run_recipe(
+    results = run_recipe(
         str(DEMO / "dpo.yaml"),
         [
             "--model_name_or_path",
             str(tiny_model_dir),
             "--train_files",
             str(pairs_file),
+            "--eval_files",  # the same pairs as "held out": the final model prefers every chosen answer
+            str(pairs_file),
             *PLAIN_DPO,
             *dpo_args(tmp_path, 15, "--learning_rate", "5e-3", "--warmup_steps", "0"),
         ],
     )
-    rows = logged(tmp_path)
+    rows = [row for row in logged(tmp_path) if "loss" in row]  # training steps (the last row: the held-out pairs)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.1
     assert rows[-1]["rewards/accuracies"] == 1.0 and rows[0]["rewards/accuracies"] < 1.0
+    assert results["held_out_reward_accuracy"] == 1.0 and results["held_out_reward_margin"] > 0.1
+    assert results["held_out_rows"] == results["train_rows"]
     assert (tmp_path / "modeling_chat_model.py").is_file() and load_model(tmp_path).config.vocab_size > 0
 
 

@@ -210,6 +210,15 @@ def test_triple_scores_overall_and_per_predicate():
     assert scores.by_predicate["主演"].precision == 0.0 and scores.by_predicate["导演"].recall == 0.0
 
 
+def test_entities_in_sentence_counts_subjects_and_objects_found_verbatim():
+    from sccl_hf.triples import entities_in_sentence
+
+    sentences = ["《红楼梦》的作者是曹雪芹。", "周杰伦出生于台湾。"]
+    predicted = [[("红楼梦", "作者", "曹雪芹"), ("红楼", "作者", "高鹗")], [("周杰伦", "出生地", "台北")]]
+    assert entities_in_sentence(sentences, predicted) == 4 / 6  # 红楼梦, 曹雪芹, 红楼, 周杰伦 (not 高鹗, 台北)
+    assert entities_in_sentence(sentences, [[], []]) is None
+
+
 def test_eval_ie_counts_every_answer(tmp_path, trained_model_dir):
     rows = [{"prompt": "浙江的省会是哪里？", "response": "[(浙江,省会,杭州)]"}, {"prompt": "大", "response": "[]"}]
     table = write_parquet(tmp_path / "ie.parquet", rows)
@@ -224,6 +233,69 @@ def test_eval_ie_counts_every_answer(tmp_path, trained_model_dir):
     assert "## Per predicate" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
 
 
+def test_paired_bootstrap_matches_scipys_and_a_hand_computed_difference():
+    """The F1 difference is the hand computation on summed counts; the interval agrees with scipy's paired
+    percentile bootstrap (an independent implementation) to Monte Carlo noise; equal systems give [0, 0]."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    from sccl_hf.triples import paired_bootstrap_f1
+
+    rng = np.random.default_rng(3)
+    reference = rng.integers(1, 4, size=300)
+    a_predicted = rng.integers(0, 4, size=300)
+    a_correct = np.minimum(a_predicted, rng.binomial(reference, 0.5))
+    b_predicted = rng.integers(0, 4, size=300)
+    b_correct = np.minimum(b_predicted, rng.binomial(reference, 0.3))
+    a = np.stack([a_correct, a_predicted, reference], 1)
+    b = np.stack([b_correct, b_predicted, reference], 1)
+    ours = paired_bootstrap_f1(a.tolist(), b.tolist(), samples=4000)
+    by_hand = 2 * a_correct.sum() / (a_predicted.sum() + reference.sum()) - 2 * b_correct.sum() / (
+        b_predicted.sum() + reference.sum()
+    )
+    assert ours["f1_difference"] == pytest.approx(by_hand)
+
+    def difference(ac, ap, ar, bc, bp, br, axis=-1):
+        return 2 * ac.sum(axis) / (ap.sum(axis) + ar.sum(axis)) - 2 * bc.sum(axis) / (bp.sum(axis) + br.sum(axis))
+
+    columns = (*a.T.astype(float), *b.T.astype(float))
+    scipys = bootstrap(columns, difference, paired=True, vectorized=True, n_resamples=4000, method="percentile",
+                       random_state=np.random.default_rng(0)).confidence_interval  # fmt: skip
+    assert ours["interval_95"] == pytest.approx([scipys.low, scipys.high], abs=0.01)
+    assert ours["interval_95"][0] > 0 and ours["excludes_zero"]  # A was planted better: 0.5 against 0.3 correct
+    same = paired_bootstrap_f1(a.tolist(), a.tolist(), samples=200)
+    assert same["interval_95"] == [0.0, 0.0] and not same["excludes_zero"]
+    with pytest.raises(ValueError, match="same sentences"):
+        paired_bootstrap_f1(a.tolist(), b[:10].tolist())
+
+
+def test_eval_ie_compares_with_another_run_on_the_same_sentences(tmp_path, trained_model_dir):
+    """`compare_with`: this model's F1 minus another run's, row by row on the same sentences. The other run here is
+    planted (a predictions file that got every triple right), so the difference is -1 and the interval [-1, -1]."""
+    rows = [{"prompt": f"句子{i}：甲{i}的作者是乙{i}。", "response": f"[(甲{i},作者,乙{i})]"} for i in range(6)]
+    table = write_parquet(tmp_path / "ie.parquet", rows)
+    other = tmp_path / "other"
+    other.mkdir()
+    with open(other / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for i, row in enumerate(rows):
+            triple = [f"甲{i}", "作者", f"乙{i}"]
+            f.write(json.dumps({"prompt": row["prompt"], "predicted": [triple], "reference": [triple]}) + "\n")
+    (other / "results.json").write_text(json.dumps({"results": {"f1": 1.0, "model": "planted"}}))
+    recipe = tmp_path / "ie.yaml"
+    recipe.write_text(
+        f"stage: eval_ie\nmodel_name_or_path: {trained_model_dir}\neval_files: [{table}]\ncompare_with: {other}\n"
+    )
+    results = run_recipe(recipe, ["--output_dir", str(tmp_path / "out"), "--bootstrap_samples", "300"])
+    comparison = results["comparison"]
+    assert results["f1"] == 0.0 and comparison["f1"] == 1.0 and comparison["model"] == "planted"
+    assert comparison["f1_difference"] == -1.0 and comparison["interval_95"] == [-1.0, -1.0]
+    assert comparison["sentences"] == 6 and comparison["excludes_zero"]
+    assert "95% interval (paired bootstrap)" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    (other / "predictions.jsonl").write_text("".join(open(other / "predictions.jsonl").readlines()[:5]))
+    with pytest.raises(ValueError, match="scored other sentences"):
+        run_recipe(recipe, ["--output_dir", str(tmp_path / "out2")])
+
+
 def test_report_gathers_stages_and_refuses_an_empty_folder(tmp_path, trained_model_dir, fixed_rows_file):
     from sccl_hf.cli import run_command as sccl
 
@@ -234,6 +306,20 @@ def test_report_gathers_stages_and_refuses_an_empty_folder(tmp_path, trained_mod
     report_md, report_html = sccl(["report", str(run)])
     text = report_md.read_text(encoding="utf-8")
     assert "| eval_gen | eval/gen |" in text and "exact_match 1" in text and "### eval_gen:" in text
+    seconds = json.loads((run / "eval" / "gen" / "results.json").read_text())["elapsed_seconds"]
+    assert f"| **all stages** | | **{seconds:.0f}** (" in text
+    # sample answers: the questions of the first eval_gen stage, each stage's answer beside the reference
+    predictions = [json.loads(line) for line in open(run / "eval" / "gen" / "predictions.jsonl", encoding="utf-8")]
+    other = run / "eval" / "gen_other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({"stage": "eval_gen", "results": {}, "finished_at": "9"}))
+    with open(other / "predictions.jsonl", "w", encoding="utf-8") as f:
+        f.write(json.dumps({"prompt": predictions[1]["prompt"], "answer": "别的|回答", "reference": "-"}) + "\n")
+    text = sccl(["report", str(run)])[0].read_text(encoding="utf-8")
+    assert "| question | reference | eval/gen | eval/gen_other |" in text
+    first, second = (p for p in predictions[:2])
+    assert f"| {first['prompt']} | {first['reference']} | {first['answer']} | (not asked) |" in text
+    assert f"| {second['prompt']} | {second['reference']} | {second['answer']} | 别的\\|回答 |" in text
     assert "<table>" in report_html.read_text(encoding="utf-8")
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as error:

@@ -120,7 +120,10 @@ def test_every_shipped_recipe_parses(recipe, tmp_path, demo_data, tokenizer_dir,
         "base_model": [str(tiny_model_dir)],
         "output_file": [str(tmp_path / "out.jsonl")],
         "bf16": ["false"],
+        "compare_with": [str(tmp_path / "other_eval")],
     }
+    (tmp_path / "other_eval").mkdir()
+    (tmp_path / "other_eval" / "predictions.jsonl").touch()
     if "data_dir" in recipe_keys:  # exam recipes: a stand-in folder with an empty file per subject and split
         from sccl_hf.choice_eval import BENCHMARKS
 
@@ -152,23 +155,22 @@ PIPELINE_0P2B = [
     "data/dpo_mix", "dpo", "dpo_lora", "merge_lora",
 ]  # fmt: skip
 INPUT_KEYS = ("files", "tokenizer_dir", "model_name_or_path", "train_files", "eval_files", "reference_files",
-              "adapter_dir")  # fmt: skip
+              "adapter_dir", "compare_with")  # fmt: skip
 
 
-def test_the_top_level_recipes_chain_by_their_default_paths():
-    """Run in this order, each recipe reads only what an earlier one wrote (raw downloads aside): the seven
-    top-level commands, with the data recipes before them, are the whole 0.2B pipeline."""
+def assert_recipes_chain(paths: list[Path], outside: tuple[str, ...] = ()) -> None:
+    """Run in this order, each recipe reads only what an earlier one wrote (or a path under `outside`)."""
     from sccl_hf.recipes import read_recipe
 
     written: list[str] = []
-    for name in PIPELINE_0P2B:
-        recipe = read_recipe(ROOT / "recipes" / f"{name}.yaml")
+    for path in paths:
+        recipe = read_recipe(path)
         if recipe["stage"] != "data":
             for key in INPUT_KEYS:
                 values = recipe.get(key) or []
                 for value in [values] if isinstance(values, str) else values:
-                    assert any(value == w or value.startswith(w + "/") for w in written), (
-                        f"recipes/{name}.yaml: {key} '{value}' is written by no earlier recipe ({written})"
+                    assert value.startswith(outside) or any(value == w or value.startswith(w + "/") for w in written), (
+                        f"{path.relative_to(ROOT)}: {key} '{value}' is written by no earlier recipe ({written})"
                     )
         output = recipe.get("output_dir") or str(Path(recipe["output_file"]).parent)
         if recipe["stage"] == "data":
@@ -177,7 +179,29 @@ def test_the_top_level_recipes_chain_by_their_default_paths():
             written.append(recipe.get("output_file") or output)
         if recipe.get("save_each_epoch"):
             written.append(f"{output}/epoch-1")
+
+
+def test_the_top_level_recipes_chain_by_their_default_paths():
+    """Run in this order, the seven top-level commands, with the data recipes before them, are the whole 0.2B
+    pipeline: each reads only what an earlier one wrote (raw downloads aside)."""
+    from sccl_hf.recipes import read_recipe
+
+    assert_recipes_chain([ROOT / "recipes" / f"{name}.yaml" for name in PIPELINE_0P2B])
     assert read_recipe(ROOT / "recipes" / "dpo_data.yaml")["model_name_or_path"] == "runs/sft/epoch-1"
+
+
+def test_the_mini_chain_runs_every_mini_recipe_in_an_order_that_chains():
+    """`make mini` runs recipes/mini/run.sh; the script runs every recipes/mini/*.yaml once, each after the
+    recipes that write what it reads (the shared data aside), and ends with the report card."""
+    import re
+
+    assert "bash recipes/mini/run.sh" in (ROOT / "Makefile").read_text()
+    script = (ROOT / "recipes" / "mini" / "run.sh").read_text()
+    listed = re.findall(r"^step run (recipes/mini/\S+\.yaml)", script, flags=re.M)
+    shipped = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes" / "mini").glob("*.yaml"))
+    assert sorted(listed) == shipped and len(set(listed)) == len(listed)
+    assert_recipes_chain([ROOT / name for name in listed], outside=("../shared/data/",))
+    assert re.findall(r"^step (.*)$", script, flags=re.M)[-1].split("#")[0].strip() == "report runs/mini"
 
 
 def test_stage_help_of_a_top_level_recipe():

@@ -3,9 +3,21 @@
 # cores (dev/LOG.md has the measured split). From the checkout's root, with the shared data at ../shared/data:
 #   make mini                     (or: bash recipes/mini/run.sh, with the project's `sccl` on PATH)
 # Each line is an ordinary `sccl run`: rerun any of them by hand. Everything is written under runs/mini/.
+# To go on from one step, the earlier steps' outputs kept:  bash recipes/mini/run.sh recipes/mini/dpo.yaml
 set -euo pipefail
 started=$(date +%s)
+from="${1:-}"
+if [ -n "$from" ] && ! grep -q "^step run $from " "$0"; then
+    echo "run.sh: no step runs '$from'; the steps are:" >&2
+    grep -o "^step run [^ ]*" "$0" | cut -d" " -f3 >&2
+    exit 2
+fi
 step() {
+    if [ -n "$from" ] && [ "${2:-}" != "$from" ]; then
+        echo "== skipped (before $from): sccl $*"
+        return
+    fi
+    from=""
     echo "== [$(( $(date +%s) - started )) s] sccl $*"
     sccl "$@"
 }
@@ -15,7 +27,7 @@ step run recipes/mini/data_dpo.yaml            # real preference pairs, 100 held
 step run recipes/mini/ie_data.yaml             # DuIE training sentences with the seed's instruction, 500 held out
 step run recipes/mini/ie_dev.yaml              # the whole DuIE dev set
 step run recipes/mini/tokenizer.yaml           # char-level BPE, 8,000 tokens
-step run recipes/mini/pretrain.yaml            # `small` (8.6M), 2,000 steps, a quarter reconstruction rows
+step run recipes/mini/pretrain.yaml            # `small` (9.4M), 2,000 steps, a quarter reconstruction rows
 step run recipes/mini/eval_ppl_pretrain.yaml   # held-out general text
 step run recipes/mini/sft.yaml                 # 1,200 steps on the instructions
 step run recipes/mini/eval_ppl_sft.yaml        # held-out instructions

@@ -302,3 +302,134 @@ def _pad(tensor: torch.Tensor, dim: int, width: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
+
+
+# -- CTranslate2 ------------------------------------------------------------------------------------------------
+
+
+class CT2BatchedGenerator:
+    """Batched serving on CTranslate2: the requests waiting when a batch starts are decoded together.
+
+    CTranslate2 decodes a batch from start to end (`translate_batch`; no row joins it half-way), so a request that
+    arrives while a batch runs waits for the next one. Its step callback hands each row's tokens to that request's
+    stream as they are produced, and ends a row (by returning True) when its request is cancelled or has reached
+    its own `max_new_tokens`, so rows leave the batch as the torch batcher's do. Requests with different settings
+    (temperature, top-p, penalties: CTranslate2 takes them per batch) run as separate batches, one after the other.
+    Greedy answers are the ones the request gets alone (tested). CTranslate2 has one random generator for the
+    process, so a sampling request cannot carry a `seed` of its own: that is refused."""
+
+    def __init__(self, engine, max_batch: int = 16):
+        self.engine, self.max_batch = engine, max_batch
+        self.eos = engine.tokenizer.eos_token_id
+        self.incoming: queue.Queue[Request] = queue.Queue()
+        self.batches = 0  # batches run (one translate_batch call each)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="ct2-batched-decoding", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.incoming.put(None)
+        self.thread.join(timeout=30)
+
+    def options(self, settings: dict) -> dict:
+        """CTranslate2's options for a request's settings; ValueError naming what CTranslate2 cannot do."""
+        settings = dict(settings)
+        if settings.pop("seed", None) is not None:
+            raise ValueError("seed: CTranslate2 has one random generator per process; use the torch engine")
+        options = self.engine._options(settings.pop("search_type", "greedy"), None, settings)
+        del options["max_decoding_length"]  # each request's own limit is kept by the step callback
+        if options.get("beam_size", 1) > 1:
+            raise ValueError("beam search is not batched: CTranslate2 streams greedy and sampling search only")
+        return options
+
+    def submit(self, prompt: str, on_text, max_new_tokens: int | None, cancelled=None, **settings) -> Generation:
+        """As `BatchedGenerator.submit`: the answer, its text handed to `on_text` as it is produced."""
+        from sccl_hf.engine import GenerationCancelled
+
+        options = self.options(settings)
+        source = self.engine._source(prompt)
+        limit = min(max_new_tokens or self.engine.max_len, self.engine.max_len)
+        text = IncrementalText(self.engine.tokenizer)
+        request = Request(source, limit, on_text, options, cancelled or threading.Event(), text=text)
+        self.incoming.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        if request.result is None:
+            raise GenerationCancelled
+        return request.result
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            request = self.incoming.get()
+            if request is None:
+                return
+            waiting = [request]
+            while len(waiting) < self.max_batch:
+                try:
+                    request = self.incoming.get_nowait()
+                except queue.Empty:
+                    break
+                if request is None:
+                    self._stop.set()
+                    break
+                waiting.append(request)
+            groups: dict[tuple, list[Request]] = {}
+            for request in waiting:
+                groups.setdefault(tuple(sorted(request.settings.items())), []).append(request)
+            for group in groups.values():
+                try:
+                    self._run(group)
+                except Exception as error:  # every request of the batch gets it; the loop goes on
+                    for request in group:
+                        if not request.done.is_set():
+                            request.error = error
+                            request.done.set()
+
+    def _run(self, requests: list[Request]) -> None:
+        for request in requests:
+            if request.cancelled.is_set():
+                request.done.set()  # result None: cancelled before it started
+        rows = [r for r in requests if not r.done.is_set()]
+        if not rows:
+            return
+        ended = [False] * len(rows)
+
+        def on_step(step) -> bool:  # True ends this row
+            request = rows[step.batch_id]
+            if request.cancelled.is_set():
+                return True
+            if request.first_token_at is None:
+                request.first_token_at = time.perf_counter()
+            if step.token_id == self.eos:
+                ended[step.batch_id] = True
+                return True
+            request.generated.append(step.token_id)
+            if piece := request.text.add(step.token_id):
+                request.on_text(piece)
+            return len(request.generated) >= request.max_new_tokens
+
+        self.batches += 1
+        self.engine.translator.translate_batch(
+            [r.prompt_ids for r in rows],
+            max_batch_size=len(rows),
+            max_decoding_length=max(r.max_new_tokens for r in rows),
+            callback=on_step,
+            **rows[0].settings,
+        )
+        for row, request in enumerate(rows):
+            if not request.cancelled.is_set():
+                if piece := request.text.finish():
+                    request.on_text(piece)
+                request.result = Generation(
+                    text=request.text.sent.strip(),
+                    prompt_tokens=len(request.prompt_ids),
+                    completion_tokens=len(request.generated) + int(ended[row]),
+                    seconds=time.perf_counter() - request.started,
+                    first_token_seconds=None
+                    if request.first_token_at is None
+                    else request.first_token_at - request.started,
+                    finish_reason="stop" if ended[row] else "length",
+                )
+            request.done.set()

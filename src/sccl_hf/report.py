@@ -11,6 +11,8 @@ from pathlib import Path
 
 PLOTS = ("training_log.png", "lengths.png")  # training stages' loss plot, the data stage's length histogram
 TABLES = ("results.md", "report.md")  # evaluation stages' tables, the data stage's report
+CHANCE = 0.25  # C-Eval and CMMLU: four choices
+SAMPLE_ANSWERS = 10  # questions shown with every eval_gen stage's answer beside the reference
 
 
 def find_stages(run_dir: Path) -> list[tuple[Path, dict]]:
@@ -46,7 +48,16 @@ def headline(stage: str, results: dict) -> str:
         questions = next(iter(results.get("methods", {}).values()), {}).get("overall", {}).get("questions", 0)
         return (
             f"{results.get('benchmark')} {results.get('split')} {results.get('num_fewshot')}-shot, "
-            f"{questions} questions: " + ", ".join(parts)
+            f"{questions} questions: " + ", ".join(parts) + f" (chance {CHANCE:.0%}: four choices)"
+        )
+    if stage == "eval_ie" and "comparison" in results:
+        c = results["comparison"]
+        low, high = c["interval_95"]
+        return (
+            f"precision {_number(results['precision'])}, recall {_number(results['recall'])}, F1 "
+            f"{_number(results['f1'])} against {_number(c['f1'])} ({c['model']}): difference "
+            f"{c['f1_difference']:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}], predicted entities in the sentence "
+            f"{_number(results.get('predicted_entities_in_sentence'))}, rows {results.get('rows')}"
         )
     keys = {
         "pretrain": ("final_loss", "steps", "prompt_tokens_seen"),
@@ -54,7 +65,7 @@ def headline(stage: str, results: dict) -> str:
         "dpo": ("final_loss", "steps", "held_out_reward_accuracy", "held_out_rows"),
         "eval_gen": ("exact_match", "bleu4", "rouge_l", "ended_with_eos", "rows"),
         "eval_ppl": ("loss", "perplexity", "bits_per_character", "tokens"),
-        "eval_ie": ("precision", "recall", "f1", "rows"),
+        "eval_ie": ("precision", "recall", "f1", "predicted_entities_in_sentence", "rows"),
         "tokenizer": ("kind", "vocab_size"),
     }.get(stage)
     if keys is None:  # any other stage: its short scalar results, and those one mapping down ({"rows": {...}})
@@ -65,6 +76,36 @@ def headline(stage: str, results: dict) -> str:
         results = flat
         keys = [k for k, v in flat.items() if isinstance(v, (int, float, str)) and len(str(v)) < 40][:6]
     return ", ".join(f"{k} {_number(results[k])}" for k in keys if k in results)
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    """Text for one markdown table cell: one line, `|` escaped, cut at `limit` characters."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sample_answers(run_dir: Path, stages: list[tuple[Path, dict]]) -> list[str]:
+    """The first `SAMPLE_ANSWERS` questions of the first eval_gen stage, with its reference and every eval_gen
+    stage's answer to the same question (the SFT model's and the DPO model's, side by side), as markdown lines."""
+    answers = {}  # stage folder -> {prompt: answer}
+    questions = []
+    for folder, record in stages:
+        path = folder / "predictions.jsonl"
+        if record["stage"] != "eval_gen" or not path.is_file():
+            continue
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        answers[folder.relative_to(run_dir).as_posix()] = {row["prompt"]: row["answer"] for row in rows}
+        questions = questions or [(row["prompt"], row["reference"]) for row in rows[:SAMPLE_ANSWERS]]
+    if not questions:
+        return []
+    names = list(answers)
+    lines = ["", "## Sample answers", "", f"The first {len(questions)} questions of the first evaluation set, "
+             "each model's greedy answer beside the reference.", "",
+             "| question | reference | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+    for prompt, reference in questions:
+        cells = [_cell(answers[name].get(prompt, "(not asked)")) for name in names]
+        lines.append(f"| {_cell(prompt, 80)} | {_cell(reference)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _demote(markdown: str) -> str:
@@ -88,6 +129,9 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
             f"| {record['stage']} | {relative} | {record.get('elapsed_seconds', '')} | "
             f"{headline(record['stage'], results)} |"
         )
+    total = sum(float(record.get("elapsed_seconds") or 0) for _, record in stages)
+    lines.append(f"| **all stages** | | **{total:.0f}** ({total / 60:.1f} minutes) | |")
+    lines += sample_answers(run_dir, stages)
     for folder, record in stages:
         relative = folder.relative_to(run_dir).as_posix() or "."
         lines += ["", f"## {record['stage']}: {relative}", ""]

@@ -182,10 +182,13 @@ class ModelWorker:
         self.max_seq_len = engine.max_len
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
         self.batcher = None
-        if batch_size > 1 and isinstance(engine, Engine):
-            from sccl_hf.batching import BatchedGenerator
+        if batch_size > 1:
+            from sccl_hf.batching import BatchedGenerator, CT2BatchedGenerator
 
-            self.batcher = BatchedGenerator(engine.model, engine.tokenizer, engine.max_len, batch_size)
+            if isinstance(engine, Engine):
+                self.batcher = BatchedGenerator(engine.model, engine.tokenizer, engine.max_len, batch_size)
+            else:  # CTranslate2: the requests waiting when a batch starts are decoded together
+                self.batcher = CT2BatchedGenerator(engine, batch_size)
             # each batched request waits for its answer in a thread of its own (the decoding loop does the work)
             self.waiters = ThreadPoolExecutor(max_workers=batch_size, thread_name_prefix="batched")
         self.preparer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")  # tokenizing, off the loop
@@ -220,7 +223,13 @@ class ModelWorker:
             settings = {"search_type": "greedy"}
         else:
             settings = {"search_type": "sampling", "temperature": temperature, "top_p": top_p}
-        return {**settings, **repetition_controls(frequency, presence)}
+        settings = {**settings, **repetition_controls(frequency, presence)}
+        if hasattr(self.batcher, "options"):  # CTranslate2: a setting it cannot honour is the client's error
+            try:
+                self.batcher.options(settings)
+            except ValueError as error:
+                raise APIError(400, str(error)) from error
+        return settings
 
     async def stream(self, prompt: str, max_new_tokens: int, cancelled: threading.Event | None = None, **settings):
         """Yield text pieces as they are generated, then the finished `Generation` (None when cancelled, the
@@ -384,7 +393,7 @@ def create_app(
     from sccl_hf.engine import load_engine
 
     engine = load_engine(model_dir, device, engine_name)
-    batching = batch_size > 1 and engine_name == "torch" and search_type in ("greedy", "sampling")
+    batching = batch_size > 1 and search_type in ("greedy", "sampling")
     if engine.device_type == "cpu" and engine_name == "torch" and not batching:
         # Workers share the cores: each generation gets its share of threads instead of all of them competing.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
@@ -392,7 +401,7 @@ def create_app(
         # One decoding loop: every core but one, which the event loop needs for the streams (SSE, JSON, tokenizing).
         # On 2 cores, 8 clients: 1,543 tokens/s with 1 thread against 1,317 with 2 (benchmarks/bench_serving.py).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
-    worker = ModelWorker(engine, search_type, workers, batch_size if engine_name == "torch" else 1)
+    worker = ModelWorker(engine, search_type, workers, batch_size if batching else 1)
     model_name = Path(model_dir).resolve().name
     # /docs and /openapi.json are routes of our own below, so that the API key guards them too.
     app = FastAPI(
@@ -442,7 +451,16 @@ def create_app(
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name, "generations_running": worker.running}
+        batcher = worker.batcher
+        return {
+            "status": "ok",
+            "model": model_name,
+            "engine": getattr(worker.engine, "description", engine_name),
+            "generations_running": worker.running,
+            # batched decoding's work so far: CTranslate2 batches run, or the torch loop's decoding steps
+            "batches": getattr(batcher, "batches", None),
+            "decoding_steps": getattr(batcher, "steps", None),
+        }
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page():

@@ -40,7 +40,7 @@ def main(args: TripleEvalArguments) -> dict:
     import logging
 
     from sccl_hf.metrics import markdown_table
-    from sccl_hf.triples import TripleScores, parse_triples, status_counts
+    from sccl_hf.triples import TripleScores, entities_in_sentence, parse_triples, status_counts
 
     # 2. inputs: the references are parsed with the same parser as the answers
     rows = args.rows()
@@ -59,8 +59,14 @@ def main(args: TripleEvalArguments) -> dict:
         scores.add(prediction.triples, reference.triples)
     statuses = status_counts(parsed)
     by_predicate = {p: s.as_dict() for p, s in sorted(scores.by_predicate.items(), key=lambda kv: -kv[1].reference)}
+    # Does the model read its input? Entities are copied from the sentence, so a predicted subject or object that
+    # is not in the sentence was invented (issue 22: a model that never learnt to copy scores F1 0 with well-formed
+    # answers and the right predicates).
     results = {
         **scores.as_dict(),
+        "predicted_entities_in_sentence": entities_in_sentence(
+            [r["prompt"] for r in rows], [p.triples for p in parsed]
+        ),
         "rows": len(rows),
         "answers": statuses,
         "answers_cut_at_max_new_tokens": sum(not a.ended for a in answers),
@@ -84,9 +90,11 @@ def main(args: TripleEvalArguments) -> dict:
             }
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     overall = markdown_table(
-        ["rows", "precision", "recall", "F1", "predicted", "reference", "correct", "well formed", "truncated", "malformed"],
+        ["rows", "precision", "recall", "F1", "predicted", "reference", "correct", "well formed", "truncated", "malformed",
+         "predicted entities in the sentence"],
         [[len(rows), round(scores.precision, 4), round(scores.recall, 4), round(scores.f1, 4), scores.predicted,
-          scores.reference, scores.correct, statuses["ok"], statuses["truncated"], statuses["malformed"]]],
+          scores.reference, scores.correct, statuses["ok"], statuses["truncated"], statuses["malformed"],
+          "-" if results["predicted_entities_in_sentence"] is None else f"{results['predicted_entities_in_sentence']:.1%}"]],
     )  # fmt: skip
     predicates = markdown_table(
         ["predicate", "reference", "predicted", "correct", "precision", "recall", "F1"],
