@@ -6,15 +6,20 @@ from conftest import ROOT
 from sccl_hf.stages import run_recipe
 
 
-@pytest.fixture(scope="module")
-def ct2_dirs(tmp_path_factory, trained_model_dir):
+def export_ct2_dirs(tmp_path_factory, model_dir, name: str) -> dict:
+    """{quantization: folder}: `model_dir` exported by stage export_ct2 at float32 and at int8."""
     out = {}
     for quantization in ("float32", "int8"):
-        folder = tmp_path_factory.mktemp(f"ct2_{quantization}")
-        run_recipe(ROOT / "recipes/demo/export_ct2.yaml", ["--model_dir", str(trained_model_dir), "--output_dir",
+        folder = tmp_path_factory.mktemp(f"{name}_{quantization}")
+        run_recipe(ROOT / "recipes/demo/export_ct2.yaml", ["--model_dir", str(model_dir), "--output_dir",
                                                            str(folder), "--quantization", quantization])  # fmt: skip
         out[quantization] = folder
     return out
+
+
+@pytest.fixture(scope="module")
+def ct2_dirs(tmp_path_factory, trained_model_dir):
+    return export_ct2_dirs(tmp_path_factory, trained_model_dir, "ct2")
 
 
 def test_float32_greedy_answers_equal_the_torch_engine_token_for_token(answering_model_dir, demo_data, tmp_path):
@@ -95,13 +100,7 @@ def test_serve_with_the_ct2_engine(ct2_dirs):
 
 @pytest.fixture(scope="module")
 def answering_ct2_dirs(tmp_path_factory, answering_model_dir):
-    out = {}
-    for quantization in ("float32", "int8"):
-        folder = tmp_path_factory.mktemp(f"answering_ct2_{quantization}")
-        run_recipe(ROOT / "recipes/demo/export_ct2.yaml", ["--model_dir", str(answering_model_dir), "--output_dir",
-                                                           str(folder), "--quantization", quantization])  # fmt: skip
-        out[quantization] = folder
-    return out
+    return export_ct2_dirs(tmp_path_factory, answering_model_dir, "answering_ct2")
 
 
 @pytest.mark.parametrize("quantization", ["float32", "int8"])

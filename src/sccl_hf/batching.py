@@ -53,6 +53,20 @@ class Request:
     first_token_at: float | None = None
 
 
+def answer_of(request: Request, incoming: queue.Queue) -> Generation:
+    """Queue `request` for a decoding loop and wait for its answer: the loop's error is raised here, and a
+    request cancelled before its answer was finished raises GenerationCancelled."""
+    from sccl_hf.engine import GenerationCancelled
+
+    incoming.put(request)
+    request.done.wait()
+    if request.error is not None:
+        raise request.error
+    if request.result is None:
+        raise GenerationCancelled
+    return request.result
+
+
 class BatchedGenerator:
     """A decoding loop in its own thread. `submit` returns once the answer is finished (or cancelled)."""
 
@@ -77,8 +91,6 @@ class BatchedGenerator:
     def submit(self, prompt: str, on_text, max_new_tokens: int | None, cancelled=None, **settings) -> Generation:
         """Answer `prompt` in the shared batch, handing text to `on_text` as it is produced. Raises
         GenerationCancelled when `cancelled` is set before the answer is finished."""
-        from sccl_hf.engine import GenerationCancelled
-
         search_type = settings.pop("search_type", "greedy")
         if search_type not in BATCHED_SEARCH:
             raise ValueError(f"search_type {search_type!r} is not batched")
@@ -91,13 +103,7 @@ class BatchedGenerator:
         request = Request(
             ids, limit, on_text, settings, cancelled or threading.Event(), text=IncrementalText(self.tokenizer)
         )
-        self.incoming.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        if request.result is None:
-            raise GenerationCancelled
-        return request.result
+        return answer_of(request, self.incoming)
 
     # -- the loop -------------------------------------------------------------------------------------------
 
@@ -345,20 +351,12 @@ class CT2BatchedGenerator:
 
     def submit(self, prompt: str, on_text, max_new_tokens: int | None, cancelled=None, **settings) -> Generation:
         """As `BatchedGenerator.submit`: the answer, its text handed to `on_text` as it is produced."""
-        from sccl_hf.engine import GenerationCancelled
-
         options = self.options(settings)
         source = self.engine._source(prompt)
         limit = min(max_new_tokens or self.engine.max_len, self.engine.max_len)
         text = IncrementalText(self.engine.tokenizer)
         request = Request(source, limit, on_text, options, cancelled or threading.Event(), text=text)
-        self.incoming.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        if request.result is None:
-            raise GenerationCancelled
-        return request.result
+        return answer_of(request, self.incoming)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
