@@ -72,13 +72,47 @@ def test_streaming_on_ct2_matches_its_batch_answer_and_stops_when_cancelled(ct2_
 
 
 def test_eval_gen_and_a_torch_folder_with_engine_ct2(ct2_dirs, trained_model_dir, fixed_rows_file, tmp_path):
+    import shutil
+
     recipe = tmp_path / "gen.yaml"
     recipe.write_text(f"stage: eval_gen\nmodel_name_or_path: {ct2_dirs['float32']}\neval_files: [{fixed_rows_file}]\n")
     results = run_recipe(recipe, ["--output_dir", str(tmp_path / "out"), "--engine", "ct2"])
     assert results["exact_match"] == 1.0
-    with pytest.raises(SystemExit):  # a torch model folder is not a CTranslate2 folder: a one-line error
-        run_recipe(recipe, ["--output_dir", str(tmp_path / "out2"), "--engine", "ct2",
-                            "--model_name_or_path", str(trained_model_dir)])  # fmt: skip
+    plain = shutil.copytree(trained_model_dir, tmp_path / "plain")  # a torch folder: converted into its cache
+    run_recipe(recipe, ["--output_dir", str(tmp_path / "out2"), "--engine", "ct2", "--model_name_or_path", str(plain)])
+    assert (plain / ".ct2" / "int8" / "model.bin").is_file()
+    with pytest.raises(SystemExit):  # neither a model folder nor a CTranslate2 folder: a one-line error
+        run_recipe(recipe, ["--output_dir", str(tmp_path / "out3"), "--engine", "ct2",
+                            "--model_name_or_path", str(tmp_path / "out")])  # fmt: skip
+
+
+def test_a_plain_model_folder_is_converted_once_and_reused_while_its_weights_are_unchanged(
+    answering_model_dir, answering_ct2_dirs, tmp_path, capsys
+):
+    """`--engine ct2` on a plain model folder: converted into `<folder>/.ct2/int8` on first use, with the answers
+    of an explicit export_ct2 at int8; reused (not rewritten) next time; converted again once the weights change."""
+    import shutil
+
+    import torch
+
+    from conftest import ANSWERING_PROMPTS
+    from sccl_hf.engine import load_engine
+    from sccl_hf.model import load_model, load_tokenizer, save_model_dir
+
+    folder = shutil.copytree(answering_model_dir, tmp_path / "model")
+    exported = load_engine(answering_ct2_dirs["int8"], "cpu").generate(ANSWERING_PROMPTS, max_new_tokens=30)
+    assert load_engine(folder, "cpu", "ct2").generate(ANSWERING_PROMPTS, max_new_tokens=30) == exported
+    assert "ct2: converted" in capsys.readouterr().err
+    model_bin = folder / ".ct2" / "int8" / "model.bin"
+    written = model_bin.stat().st_mtime_ns
+    assert load_engine(folder, "cpu", "ct2").generate(ANSWERING_PROMPTS, max_new_tokens=30) == exported
+    assert "ct2: using" in capsys.readouterr().err and model_bin.stat().st_mtime_ns == written
+    model = load_model(folder)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1)  # other weights: other answers
+    save_model_dir(model, load_tokenizer(folder), folder)
+    changed = load_engine(folder, "cpu", "ct2").generate(ANSWERING_PROMPTS, max_new_tokens=30)
+    assert "changed since" in capsys.readouterr().err and changed != exported
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ picks one.
 
 import functools
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -264,8 +265,9 @@ def is_ct2_folder(folder) -> bool:
 
 
 def load_engine(model_dir, device: str = "auto", engine: str = "torch", threads: int = 0):
-    """The generation engine for a folder: `torch` (a model folder) or `ct2` (a folder made by export_ct2; a
-    CTranslate2 folder is recognised whatever `engine` says)."""
+    """The generation engine for a folder: `torch` (a model folder) or `ct2`. A CTranslate2 folder (made by
+    export_ct2) is recognised whatever `engine` says; `ct2` with a plain model folder converts it once into a cache
+    inside it (`ct2_cache`)."""
     from sccl_hf.errors import ModelFolderError
 
     if engine not in ("torch", "ct2"):
@@ -273,11 +275,85 @@ def load_engine(model_dir, device: str = "auto", engine: str = "torch", threads:
     if is_ct2_folder(model_dir):
         return CT2Engine.load(model_dir, device, threads)
     if engine == "ct2":
-        raise ModelFolderError(
-            f"{model_dir}: not a CTranslate2 folder; make one with `sccl run recipes/demo/export_ct2.yaml "
-            f"--model_dir {model_dir} --output_dir {model_dir}-ct2`"
-        )
+        return CT2Engine.load(ct2_cache(model_dir, device), device, threads)
     return Engine.load(model_dir, device)
+
+
+CT2_CACHE = ".ct2"  # inside a model folder: <quantization>/, one CTranslate2 folder per quantization
+
+
+def convert_to_ct2(model_dir, output_dir, quantization: str = "int8") -> dict:
+    """Convert a model folder for CTranslate2: `model.bin` and its vocabulary in `output_dir`, with the tokenizer
+    and `sccl_ct2.json` (the source, the quantization, max_seq_len, the source's weights fingerprint)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from ctranslate2.converters import TransformersConverter
+
+    from sccl_hf.model import DEFAULT_MAX_SEQ_LEN
+    from sccl_hf.model_folder import weights_fingerprint
+    from sccl_hf.tokenization import save_tokenizer
+
+    source, output = Path(model_dir), Path(output_dir)
+    # The folder seen as a plain T5 model: CTranslate2's converter picks its loader by config class, and ours
+    # (TextToTextModelConfig, remote code) has the same weights and names as T5ForConditionalGeneration.
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    max_seq_len = config.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sccl-ct2-") as plain:
+        for path in source.iterdir():
+            if path.is_file() and path.name != "config.json":
+                (Path(plain) / path.name).symlink_to(path.resolve())
+        config.pop("auto_map", None)
+        config.update(architectures=["T5ForConditionalGeneration"], model_type="t5")
+        (Path(plain) / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        TransformersConverter(plain).convert(
+            str(output), quantization=None if quantization == "float32" else quantization, force=True
+        )
+    save_tokenizer(load_tokenizer(source), output)  # prompts are encoded and answers decoded with it
+    info = {"source": str(source), "quantization": quantization, "max_seq_len": max_seq_len,
+            "weights_sha256": weights_fingerprint(source)}  # fmt: skip
+    (output / CT2_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    size = (output / "model.bin").stat().st_size
+    return {**info, "model_bin_bytes": size, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def ct2_cache(model_dir, device: str = "auto") -> str:
+    """The CTranslate2 folder for a plain model folder: `<model>/.ct2/<quantization>` (int8 on CPU, float16 on
+    GPU), converted on first use and reused while the folder's weights are the ones it was converted from (their
+    sha256 is kept in it); says which it did."""
+    import json
+    from pathlib import Path
+
+    import ctranslate2
+
+    from sccl_hf.errors import ModelFolderError
+    from sccl_hf.model_folder import local_model_dir, weights_fingerprint
+
+    folder = Path(local_model_dir(model_dir))
+    if not (folder / "config.json").is_file():
+        raise ModelFolderError(f"{model_dir}: neither a model folder (config.json) nor a CTranslate2 folder")
+    on_gpu = device.startswith("cuda") or (device == "auto" and ctranslate2.get_cuda_device_count() > 0)
+    quantization = "float16" if on_gpu else "int8"
+    cache = folder / CT2_CACHE / quantization
+    weights = weights_fingerprint(folder)
+    if is_ct2_folder(cache):
+        info = json.loads((cache / CT2_MARKER).read_text(encoding="utf-8"))
+        if info.get("weights_sha256") == weights:
+            print(f"ct2: using {cache} ({quantization}, converted from these weights)", file=sys.stderr)
+            return str(cache)
+        print(f"ct2: the weights in {folder} changed since {cache} was made: converting again", file=sys.stderr)
+    try:
+        info = convert_to_ct2(folder, cache, quantization)
+    except OSError as error:
+        raise ModelFolderError(
+            f"{model_dir}: cannot write the CTranslate2 cache {cache} ({error}); convert it elsewhere with "
+            f"`sccl run recipes/demo/export_ct2.yaml --model_dir {model_dir} --output_dir DIR`"
+        ) from error
+    print(f"ct2: converted {folder} to {cache} ({quantization}, {info['seconds']:.1f} s); later runs reuse it",
+          file=sys.stderr)  # fmt: skip
+    return str(cache)
 
 
 class CT2Engine:

@@ -107,3 +107,15 @@ def resolve_model_argument(parser, reference: str, hub: str) -> str:
         return str(local_model_dir(reference, hub))
     except ModelFolderError as error:
         parser.error(str(error))
+
+
+def weights_fingerprint(model_dir) -> str:
+    """sha256 of the model's weight files: the same only for the same weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(local_model_dir(model_dir)).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sccl_hf.errors import DataError
+from sccl_hf.model_folder import weights_fingerprint
 from sccl_hf.recipes import required_files
 
 
@@ -68,20 +69,6 @@ def _done_prompts(path: Path) -> set[str]:
             with open(path, "ab") as f:
                 f.write(b"\n")
     return done
-
-
-def weights_fingerprint(model_dir) -> str:
-    """sha256 of the model's weight files: the same only for the same weights."""
-    import hashlib
-
-    from sccl_hf.model_folder import local_model_dir
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(local_model_dir(model_dir)).glob("*.safetensors")):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def set_aside_other_models_answers(output: Path, dropped_file: Path, fingerprint: str) -> None:

@@ -32,37 +32,11 @@ RECIPE_ARGUMENTS = (ExportArguments,)
 
 
 def main(args: ExportArguments) -> dict:
-    import json
-    import tempfile
-    import time
+    from sccl_hf.engine import convert_to_ct2
 
-    from ctranslate2.converters import TransformersConverter
-
-    from sccl_hf.engine import CT2_MARKER
-    from sccl_hf.model import DEFAULT_MAX_SEQ_LEN, load_tokenizer
-    from sccl_hf.tokenization import save_tokenizer
-
-    source, output = Path(args.model_dir), Path(args.output_dir)
-    # 2. inputs: the folder seen as a plain T5 model. CTranslate2's converter picks its loader by config class,
-    # and ours (TextToTextModelConfig, remote code) has the same weights and names as T5ForConditionalGeneration.
-    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-    max_seq_len = config.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="sccl-ct2-") as plain:
-        for path in source.iterdir():
-            if path.is_file() and path.name != "config.json":
-                (Path(plain) / path.name).symlink_to(path.resolve())
-        config.pop("auto_map", None)
-        config.update(architectures=["T5ForConditionalGeneration"], model_type="t5")
-        (Path(plain) / "config.json").write_text(json.dumps(config), encoding="utf-8")
-        # 3-4. convert
-        quantization = None if args.quantization == "float32" else args.quantization
-        TransformersConverter(plain).convert(str(output), quantization=quantization, force=True)
-    # 5. save: the tokenizer (prompts are encoded and answers decoded with it) and what the engine needs
-    save_tokenizer(load_tokenizer(source), output)
-    info = {"source": str(source), "quantization": args.quantization, "max_seq_len": max_seq_len}
-    (output / CT2_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    # 2-5. inputs, conversion, save: one library call (`sccl serve --engine ct2` converts plain folders with it too)
+    info = convert_to_ct2(args.model_dir, args.output_dir, args.quantization)
     # 6. summary
-    size = (output / "model.bin").stat().st_size
-    print(f"export_ct2: {source} -> {output} ({args.quantization}, model.bin {size / 1e6:.1f} MB)")
-    return {**info, "model_bin_bytes": size, "seconds": round(time.perf_counter() - started, 2)}
+    print(f"export_ct2: {args.model_dir} -> {args.output_dir} ({args.quantization}, model.bin "
+          f"{info['model_bin_bytes'] / 1e6:.1f} MB)")  # fmt: skip
+    return info
