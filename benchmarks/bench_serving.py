@@ -1,15 +1,17 @@
-"""`sccl serve` with 1, 4 and 8 concurrent streaming clients: aggregate tokens per second and time to first
-token (p50, p95), with continuous batching (`--batch-size 16`, the default) and without it (`--batch-size 1`,
-answers one at a time per worker: the baseline), in one run.
+"""`sccl serve` with 1, 4, 8 and 16 concurrent streaming clients, on the torch engine and on CTranslate2 (int8 on
+CPU): aggregate tokens per second and time to first token (p50, p95), batched (`--batch-size 16`, the default:
+continuous batching on torch, CTranslate2 batches on ct2) and one at a time (`--batch-size 1`, the baseline), in
+one run, with the server's peak memory.
 
-    python benchmarks/bench_serving.py [--preset small] [--max-tokens 48] [--requests 64]
+    python benchmarks/bench_serving.py [--preset small] [--max-tokens 48] [--requests 64] [--engines torch ct2]
+    python benchmarks/bench_serving.py --preset chatlm-0.2b --requests 16 --max-tokens 32
 
-The model is a random-init preset with the ie-duie tokenizer or, if that is absent, a generated one. Requests
-sample (temperature 1, top_p 1): a random model's greedy answer is [PAD] after [PAD], which decodes to nothing,
-while sampled answers are real tokens and rarely [EOS], so each runs to about `--max-tokens`. Every setting serves the same `--requests`
-streaming requests, shared among its clients (each client sends its share one after another), so the 1-client
-figure is measured over as much work as the 8-client one. The headline is batching against one at a time at the
-same number of clients. Prints JSON, then markdown rows.
+The model is a random-init preset with the ie-duie tokenizer or, if that is absent, a generated one; `--engine
+ct2` converts it into its `.ct2/int8` cache on first use. Requests sample (temperature 1, top_p 1): a random
+model's greedy answer is [PAD] after [PAD], which decodes to nothing, while sampled answers are real tokens and
+rarely [EOS], so each runs to about `--max-tokens`. Every setting serves the same `--requests` streaming requests,
+shared among its clients (each client sends its share one after another), so the 1-client figure is measured over
+as much work as the 16-client one. Prints JSON, then markdown rows and the ratios issue 23 asks for.
 """
 
 import argparse
@@ -92,11 +94,21 @@ def load(url: str, clients: int, requests: int, max_tokens: int, tokenizer) -> d
     }
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--requests", type=int, default=64, help="requests per setting, shared among its clients")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--engines", nargs="+", default=["torch", "ct2"], choices=["torch", "ct2"])
     parser.add_argument("--work", default="runs/bench/serving")
     args = parser.parse_args()
     work = Path(args.work)
@@ -106,29 +118,37 @@ def main() -> None:
 
     folder = model_folder(work, args.preset)
     tokenizer = load_tokenizer(folder)
-    results = {"machine": f"{os.cpu_count()} CPU cores", "preset": args.preset, "max_tokens": args.max_tokens}
-    for name, batch_size in (("one at a time", "1"), ("continuous batching", "16")):
-        with LocalServer(folder, "--batch-size", batch_size) as server:
-            one_stream(server.url, PROMPTS[0], 4, tokenizer)  # warm-up
-            results[name] = {c: load(server.url, c, args.requests // c, args.max_tokens, tokenizer) for c in (1, 4, 8)}
-    batched, single = results["continuous batching"], results["one at a time"]
-    # the headline: batching against one at a time, at equal clients (the same requests on both sides)
-    results["batching_vs_one_at_a_time"] = {
-        c: round(batched[c]["tokens_per_second"] / single[c]["tokens_per_second"], 2) for c in batched
-    }
-    results["batching_8_clients_vs_1_client"] = round(
-        batched[8]["tokens_per_second"] / batched[1]["tokens_per_second"], 2
-    )
+    results = {"machine": f"{os.cpu_count()} CPU cores", "preset": args.preset, "max_tokens": args.max_tokens,
+               "requests": args.requests}  # fmt: skip
+    for engine in args.engines:
+        for mode, batch_size in (("one at a time", "1"), ("batched", "16")):
+            with LocalServer(folder, "--engine", engine, "--batch-size", batch_size, timeout=600) as server:
+                one_stream(server.url, PROMPTS[0], 4, tokenizer)  # warm-up
+                runs = {c: load(server.url, c, max(1, args.requests // c), args.max_tokens, tokenizer)
+                        for c in args.clients}  # fmt: skip
+                runs["peak_rss_mb"] = peak_rss_mb(server.process.pid)
+            results[f"{engine} {mode}"] = runs
     print(json.dumps(results, indent=2))
-    for name in ("one at a time", "continuous batching"):
-        for clients, r in results[name].items():
-            print(f"| {name} | {clients} clients | {r['tokens_per_second']} tokens/s | TTFT p50 {r['ttft_p50_ms']} ms, "
-                  f"p95 {r['ttft_p95_ms']} ms |")  # fmt: skip
-    ratios = results["batching_vs_one_at_a_time"]
-    print(
-        f"batching / one at a time, aggregate tokens/s: x{ratios[8]} at 8 clients, x{ratios[4]} at 4, x{ratios[1]} at 1 "
-        f"(scaling with batching, 8 clients / 1 client: x{results['batching_8_clients_vs_1_client']})"
-    )
+    for name, runs in results.items():
+        if isinstance(runs, dict):
+            for clients in args.clients:
+                r = runs[clients]
+                print(f"| {name} | {clients} clients | {r['tokens_per_second']} tokens/s | TTFT p50 {r['ttft_p50_ms']} ms, "
+                      f"p95 {r['ttft_p95_ms']} ms | peak RSS {runs['peak_rss_mb']} MB |")  # fmt: skip
+
+    def rate(name, clients):
+        return results[name][clients]["tokens_per_second"]
+
+    for engine in args.engines:  # batched against one at a time, same engine, same clients, same requests
+        ratios = {c: round(rate(f"{engine} batched", c) / rate(f"{engine} one at a time", c), 2) for c in args.clients}
+        print(
+            f"{engine}: batched / one at a time, aggregate tokens/s: "
+            + ", ".join(f"x{r} at {c}" for c, r in ratios.items())
+        )
+    if set(args.engines) == {"torch", "ct2"} and 8 in args.clients:
+        print(f"ct2 batched at 8 clients / torch one at a time at 8: x{rate('ct2 batched', 8) / rate('torch one at a time', 8):.2f}; "
+              f"TTFT p95 at 8 clients: ct2 batched {results['ct2 batched'][8]['ttft_p95_ms']} ms, torch batched "
+              f"{results['torch batched'][8]['ttft_p95_ms']} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
