@@ -251,6 +251,11 @@ def test_dpo_data_drops_answers_equal_to_the_reference_and_resumes(trained_model
     dropped_aside = [p for p in tmp_path.glob("dpo.dropped.*.jsonl")]
     assert len(pairs_aside) == len(dropped_aside) == 1
     assert len(pairs_aside[0].read_text().splitlines()) == 9 and len(dropped_aside[0].read_text().splitlines()) == 3
+    # Other search settings, the same weights (greedy -> sampling): not reused either (a recipe changed to
+    # sampling once trained DPO on the greedy answers of the run before).
+    fourth = make_dpo_data(DPODataArguments(**{**args, "model_name_or_path": str(other), "search_type": "sampling"}))
+    assert fourth["skipped_already_done"] == 0 and fourth["written"] + fourth["dropped_equal_to_reference"] == 12
+    assert len([p for p in tmp_path.glob("dpo.*.jsonl") if not p.name.startswith("dpo.dropped")]) == 2
 
 
 def test_a_bf16_dpo_run_leaves_autocast_as_it_found_it(tiny_model_dir, pairs_file, tmp_path):

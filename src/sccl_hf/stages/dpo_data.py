@@ -4,9 +4,9 @@ Reads: the SFT model, a prompt/response reference table. Writes: prompt/chosen/r
 `chosen` is the reference answer; `rejected` is what the SFT model generates for the same prompt. Rows where the
 generation equals the reference teach nothing and are dropped (counted, and kept in `<output>.dropped.jsonl` for
 inspection). Output is appended batch by batch: an interrupted run, started again, skips every prompt already
-written to either file. `<output>.model.json` records which weights wrote them: when the model has changed since
-(a retrained SFT model), the earlier files are moved aside, named after those weights, and the run starts again, so
-a new model's pairs never mix with an older model's answers.
+written to either file. `<output>.model.json` records which weights and search settings wrote them: when either has changed since
+(a retrained SFT model, greedy changed to sampling), the earlier files are moved aside, named after those weights,
+and the run starts again, so new pairs never mix with answers written another way.
 """
 
 import json
@@ -71,21 +71,23 @@ def _done_prompts(path: Path) -> set[str]:
     return done
 
 
-def set_aside_other_models_answers(output: Path, dropped_file: Path, fingerprint: str) -> None:
-    """Earlier answers written by other weights are moved aside (`<name>.<their weights>.jsonl`), never reused."""
+def set_aside_other_models_answers(output: Path, dropped_file: Path, writer: dict) -> None:
+    """Earlier answers written by other weights or other generation settings (`writer`: the weights' sha256 and
+    the search settings) are moved aside (`<name>.<their weights>.jsonl`), never reused."""
     record = output.with_suffix(".model.json")
-    earlier = json.loads(record.read_text(encoding="utf-8"))["weights_sha256"] if record.is_file() else None
-    if earlier and earlier != fingerprint:
+    earlier = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    if earlier and earlier != writer:
+        changed = ", ".join(k for k in writer if earlier.get(k) != writer[k])
+        tag = str(earlier.get("weights_sha256", "earlier"))[:12]
         for path in (output, dropped_file):
             if path.is_file():
-                aside = path.with_suffix(f".{earlier[:12]}.jsonl")
+                aside = path.with_suffix(f".{tag}.jsonl")
                 path.rename(aside)
                 logging.getLogger(__name__).warning(
-                    "dpo_data: %s was written by other weights (sha256 %s…): moved to %s; starting again",
-                    path, earlier[:12], aside,
-                )  # fmt: skip
+                    "dpo_data: %s was written with other %s: moved to %s; starting again", path, changed, aside
+                )
     output.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"weights_sha256": fingerprint}) + "\n", encoding="utf-8")
+    record.write_text(json.dumps(writer) + "\n", encoding="utf-8")
 
 
 def main(args: DPODataArguments) -> dict:
@@ -103,7 +105,9 @@ def main(args: DPODataArguments) -> dict:
     dropped_file = output.with_suffix(".dropped.jsonl")
 
     # 2. inputs: the reference rows not yet done by an earlier run of the same weights
-    set_aside_other_models_answers(output, dropped_file, weights_fingerprint(args.model_name_or_path))
+    writer = {"weights_sha256": weights_fingerprint(args.model_name_or_path), "search_type": args.search_type,
+              "max_new_tokens": args.max_new_tokens, "seed": args.seed}  # fmt: skip
+    set_aside_other_models_answers(output, dropped_file, writer)
     rows = load_table(args.reference_paths, ["prompt", "response"]).to_list()
     if args.max_rows:
         rows = rows[: args.max_rows]
