@@ -92,6 +92,11 @@ def test_full_dpo_raises_reward_margin_and_accuracy_on_a_fixed_batch(tiny_model_
     assert rows[-1]["rewards/accuracies"] == 1.0 and rows[0]["rewards/accuracies"] < 1.0
     assert results["held_out_reward_accuracy"] == 1.0 and results["held_out_reward_margin"] > 0.1
     assert results["held_out_rows"] == results["train_rows"]
+    # the figures are the final evaluation's, which the Trainer logged after the last training step
+    evaluated = [row for row in logged(tmp_path) if "eval_rewards/margins" in row]
+    assert len(evaluated) == 1 and results["held_out_reward_margin"] == pytest.approx(
+        evaluated[0]["eval_rewards/margins"]
+    )
     assert (tmp_path / "modeling_chat_model.py").is_file() and load_model(tmp_path).config.vocab_size > 0
 
 

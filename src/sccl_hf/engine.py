@@ -282,9 +282,10 @@ def load_engine(model_dir, device: str = "auto", engine: str = "torch", threads:
 CT2_CACHE = ".ct2"  # inside a model folder: <quantization>/, one CTranslate2 folder per quantization
 
 
-def convert_to_ct2(model_dir, output_dir, quantization: str = "int8") -> dict:
+def convert_to_ct2(model_dir, output_dir, quantization: str = "int8", weights_sha256: str | None = None) -> dict:
     """Convert a model folder for CTranslate2: `model.bin` and its vocabulary in `output_dir`, with the tokenizer
-    and `sccl_ct2.json` (the source, the quantization, max_seq_len, the source's weights fingerprint)."""
+    and `sccl_ct2.json` (the source, the quantization, max_seq_len, the source's weights fingerprint; pass
+    `weights_sha256` when it is already known, so the weights are not read twice)."""
     import json
     import tempfile
     from pathlib import Path
@@ -313,7 +314,7 @@ def convert_to_ct2(model_dir, output_dir, quantization: str = "int8") -> dict:
         )
     save_tokenizer(load_tokenizer(source), output)  # prompts are encoded and answers decoded with it
     info = {"source": str(source), "quantization": quantization, "max_seq_len": max_seq_len,
-            "weights_sha256": weights_fingerprint(source)}  # fmt: skip
+            "weights_sha256": weights_sha256 or weights_fingerprint(source)}  # fmt: skip
     (output / CT2_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     size = (output / "model.bin").stat().st_size
     return {**info, "model_bin_bytes": size, "seconds": round(time.perf_counter() - started, 2)}
@@ -345,7 +346,7 @@ def ct2_cache(model_dir, device: str = "auto") -> str:
             return str(cache)
         print(f"ct2: the weights in {folder} changed since {cache} was made: converting again", file=sys.stderr)
     try:
-        info = convert_to_ct2(folder, cache, quantization)
+        info = convert_to_ct2(folder, cache, quantization, weights_sha256=weights)
     except OSError as error:
         raise ModelFolderError(
             f"{model_dir}: cannot write the CTranslate2 cache {cache} ({error}); convert it elsewhere with "

@@ -67,11 +67,10 @@ class TripleScores:
     by_predicate: dict = field(default_factory=dict)  # {predicate: TripleScores}
 
     def add(self, predicted: list[Triple], reference: list[Triple], per_predicate: bool = True) -> None:
-        predicted, reference = list(dict.fromkeys(predicted)), list(dict.fromkeys(reference))
-        correct = set(predicted) & set(reference)
-        self.predicted += len(predicted)
-        self.reference += len(reference)
-        self.correct += len(correct)
+        correct, predicted_count, reference_count = row_counts(predicted, reference)
+        self.predicted += predicted_count
+        self.reference += reference_count
+        self.correct += correct
         if per_predicate:
             for predicate in {t[1] for t in predicted} | {t[1] for t in reference}:
                 scores = self.by_predicate.setdefault(predicate, TripleScores())
@@ -109,7 +108,8 @@ def status_counts(parsed: list[Parsed]) -> dict[str, int]:
 
 
 def row_counts(predicted: list[Triple], reference: list[Triple]) -> tuple[int, int, int]:
-    """(correct, predicted, reference) for one sentence, counted as `TripleScores.add` counts them."""
+    """(correct, predicted, reference) for one sentence, repeated triples counted once: what `TripleScores.add`
+    adds up and what the paired bootstrap resamples."""
     predicted, reference = list(dict.fromkeys(predicted)), list(dict.fromkeys(reference))
     return len(set(predicted) & set(reference)), len(predicted), len(reference)
 

@@ -4,9 +4,9 @@ Reads: the SFT model, a prompt/response reference table. Writes: prompt/chosen/r
 `chosen` is the reference answer; `rejected` is what the SFT model generates for the same prompt. Rows where the
 generation equals the reference teach nothing and are dropped (counted, and kept in `<output>.dropped.jsonl` for
 inspection). Output is appended batch by batch: an interrupted run, started again, skips every prompt already
-written to either file. `<output>.model.json` records which weights and search settings wrote them: when either has changed since
-(a retrained SFT model, greedy changed to sampling), the earlier files are moved aside, named after those weights,
-and the run starts again, so new pairs never mix with answers written another way.
+written to either file. `<output>.model.json` records which weights and search settings wrote them: when either
+has changed since (a retrained SFT model, greedy changed to sampling), the earlier files are moved aside, named
+after those weights, and the run starts again, so new pairs never mix with answers written another way.
 """
 
 import json
