@@ -1,7 +1,7 @@
 """`sccl serve` with 1, 4, 8 and 16 concurrent streaming clients, on the torch engine and on CTranslate2 (int8 on
 CPU): aggregate tokens per second and time to first token (p50, p95), batched (`--batch-size 16`, the default:
-continuous batching on torch, CTranslate2 batches on ct2) and one at a time (`--batch-size 1`, the baseline), in
-one run, with the server's peak memory.
+continuous batching on torch, CTranslate2 batches in 2 lanes on ct2), one at a time (`--batch-size 1 --workers 1`,
+the baseline) and unbatched with 2 workers, in one run, with the server's peak memory (`MODES` below).
 
     python benchmarks/bench_serving.py [--preset small] [--max-tokens 48] [--requests 64] [--engines torch ct2]
     python benchmarks/bench_serving.py --preset chatlm-0.2b --requests 16 --max-tokens 32
@@ -48,6 +48,25 @@ def model_folder(work: Path, preset: str) -> Path:
         torch.manual_seed(0)
         save_model_dir(new_model(build_config(preset, tokenizer, max_seq_len=128)), tokenizer, folder)
     return folder
+
+
+# Server settings per engine. "one at a time": one request decoded at a time (the issue's baseline); "2 workers,
+# unbatched": two requests decoded at once, each alone (the server's default without batching on 2 cores);
+# "batched": the default (`--batch-size 16`; on ct2, `--workers` 2 lanes of batches); ct2 "batched, 1 lane": one
+# batch at a time.
+MODES = {
+    "torch": {
+        "one at a time": ["--batch-size", "1", "--workers", "1"],
+        "2 workers, unbatched": ["--batch-size", "1", "--workers", "2"],
+        "batched": ["--batch-size", "16"],
+    },
+    "ct2": {
+        "one at a time": ["--batch-size", "1", "--workers", "1"],
+        "2 workers, unbatched": ["--batch-size", "1", "--workers", "2"],
+        "batched, 1 lane": ["--batch-size", "16", "--workers", "1"],
+        "batched": ["--batch-size", "16", "--workers", "2"],
+    },
+}
 
 
 def one_stream(url: str, prompt: str, max_tokens: int, tokenizer) -> tuple[float, int]:
@@ -121,8 +140,8 @@ def main() -> None:
     results = {"machine": f"{os.cpu_count()} CPU cores", "preset": args.preset, "max_tokens": args.max_tokens,
                "requests": args.requests}  # fmt: skip
     for engine in args.engines:
-        for mode, batch_size in (("one at a time", "1"), ("batched", "16")):
-            with LocalServer(folder, "--engine", engine, "--batch-size", batch_size, timeout=600) as server:
+        for mode, flags in MODES[engine].items():
+            with LocalServer(folder, "--engine", engine, *flags, timeout=600) as server:
                 one_stream(server.url, PROMPTS[0], 4, tokenizer)  # warm-up
                 runs = {c: load(server.url, c, max(1, args.requests // c), args.max_tokens, tokenizer)
                         for c in args.clients}  # fmt: skip
@@ -140,11 +159,12 @@ def main() -> None:
         return results[name][clients]["tokens_per_second"]
 
     for engine in args.engines:  # batched against one at a time, same engine, same clients, same requests
-        ratios = {c: round(rate(f"{engine} batched", c) / rate(f"{engine} one at a time", c), 2) for c in args.clients}
-        print(
-            f"{engine}: batched / one at a time, aggregate tokens/s: "
-            + ", ".join(f"x{r} at {c}" for c, r in ratios.items())
-        )
+        for baseline in ("one at a time", "2 workers, unbatched"):
+            ratios = {c: round(rate(f"{engine} batched", c) / rate(f"{engine} {baseline}", c), 2) for c in args.clients}
+            print(
+                f"{engine}: batched / {baseline}, aggregate tokens/s: "
+                + ", ".join(f"x{r} at {c}" for c, r in ratios.items())
+            )
     if set(args.engines) == {"torch", "ct2"} and 8 in args.clients:
         print(f"ct2 batched at 8 clients / torch one at a time at 8: x{rate('ct2 batched', 8) / rate('torch one at a time', 8):.2f}; "
               f"TTFT p95 at 8 clients: ct2 batched {results['ct2 batched'][8]['ttft_p95_ms']} ms, torch batched "

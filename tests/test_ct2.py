@@ -137,10 +137,11 @@ def answering_ct2_dirs(tmp_path_factory, answering_model_dir):
     return export_ct2_dirs(tmp_path_factory, answering_model_dir, "answering_ct2")
 
 
-@pytest.mark.parametrize("quantization", ["float32", "int8"])
-def test_ct2_batched_requests_equal_each_request_alone(answering_ct2_dirs, quantization):
-    """Concurrent requests, each with its own max_new_tokens, decoded in shared CTranslate2 batches: every answer
-    (text, tokens, how it ended) and its stream equal the request answered alone; a cancelled request stops."""
+@pytest.mark.parametrize("quantization, lanes", [("float32", 1), ("int8", 1), ("int8", 2)])
+def test_ct2_batched_requests_equal_each_request_alone(answering_ct2_dirs, quantization, lanes):
+    """Concurrent requests, each with its own max_new_tokens, decoded in shared CTranslate2 batches (in one lane
+    or two): every answer (text, tokens, how it ended) and its stream equal the request answered alone; a
+    cancelled request stops."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -148,7 +149,7 @@ def test_ct2_batched_requests_equal_each_request_alone(answering_ct2_dirs, quant
     from sccl_hf.batching import CT2BatchedGenerator
     from sccl_hf.engine import GenerationCancelled, load_engine
 
-    engine = load_engine(answering_ct2_dirs[quantization], "cpu")
+    engine = load_engine(answering_ct2_dirs[quantization], "cpu", lanes=lanes)
     limits = [40, 12, 33, 5, 40, 21, 8, 40]
     alone = [engine.answer([p], max_new_tokens=n)[0] for p, n in zip(ANSWERING_PROMPTS, limits)]
     assert len({a.text for a in alone}) == len(alone) and any(a.ended for a in alone)
@@ -183,6 +184,43 @@ def test_ct2_batched_requests_equal_each_request_alone(answering_ct2_dirs, quant
         assert "".join(pieces).strip() == result.text
     assert batcher.batches < len(limits)  # requests shared batches
     assert 0 < len("".join(cancelled_pieces)) < len(alone[0].text)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_with_two_lanes_a_request_starts_while_a_batch_is_decoding(answering_ct2_dirs, lanes):
+    """A request that arrives while a batch decodes waits for it to end with one lane (CTranslate2 decodes a batch
+    to its end) and is answered before it ends with two (`sccl serve --workers 2`)."""
+    import threading
+    import time
+
+    from conftest import ANSWERING_PROMPTS
+    from sccl_hf.batching import CT2BatchedGenerator
+    from sccl_hf.engine import load_engine
+
+    engine = load_engine(answering_ct2_dirs["int8"], "cpu", lanes=lanes)
+    assert engine.translator.num_translators == lanes
+    batcher = CT2BatchedGenerator(engine, max_batch=8)
+    late, finished = [], {}
+
+    def slow_reader(piece):  # the long answer's stream: a slow client, so its batch decodes for a while
+        time.sleep(0.01)
+        if not late:
+            late.append(threading.Thread(target=ask_late))
+            late[0].start()
+
+    def ask_late():
+        batcher.submit(ANSWERING_PROMPTS[1], lambda piece: None, 3, search_type="greedy")
+        finished["late"] = time.perf_counter()
+
+    long = batcher.submit(ANSWERING_PROMPTS[0], slow_reader, 40, search_type="greedy")
+    finished["long"] = time.perf_counter()
+    late[0].join(timeout=60)
+    batcher.close()
+    assert long.completion_tokens > 10
+    if lanes == 2:
+        assert finished["late"] < finished["long"]
+    else:
+        assert finished["late"] > finished["long"]
 
 
 def test_ct2_batcher_refuses_what_ctranslate2_cannot_do(answering_ct2_dirs):

@@ -317,7 +317,8 @@ class CT2BatchedGenerator:
     """Batched serving on CTranslate2: the requests waiting when a batch starts are decoded together.
 
     CTranslate2 decodes a batch from start to end (`translate_batch`; no row joins it half-way), so a request that
-    arrives while a batch runs waits for the next one. Its step callback hands each row's tokens to that request's
+    arrives while a batch runs waits for the next one, in the next free lane: the engine's `lanes` (the
+    translator's `inter_threads`, `sccl serve --workers`) batches decode at once, each from its own loop. Its step callback hands each row's tokens to that request's
     stream as they are produced, and ends a row (by returning True) when its request is cancelled or has reached
     its own `max_new_tokens`, so rows leave the batch as the torch batcher's do. Requests with different settings
     (temperature, top-p, penalties: CTranslate2 takes them per batch) run as separate batches, one after the other.
@@ -329,14 +330,23 @@ class CT2BatchedGenerator:
         self.eos = engine.tokenizer.eos_token_id
         self.incoming: queue.Queue[Request] = queue.Queue()
         self.batches = 0  # batches run (one translate_batch call each)
+        self._count = threading.Lock()
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="ct2-batched-decoding", daemon=True)
-        self.thread.start()
+        # One loop per lane (the translator's `inter_threads`): while one batch decodes, the requests that arrive
+        # start in the next lane instead of waiting for the whole batch to end.
+        self.threads = [
+            threading.Thread(target=self._loop, name=f"ct2-batched-decoding-{lane}", daemon=True)
+            for lane in range(getattr(engine, "lanes", 1))
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def close(self) -> None:
         self._stop.set()
-        self.incoming.put(None)
-        self.thread.join(timeout=30)
+        for _ in self.threads:
+            self.incoming.put(None)
+        for thread in self.threads:
+            thread.join(timeout=30)
 
     def options(self, settings: dict) -> dict:
         """CTranslate2's options for a request's settings; ValueError naming what CTranslate2 cannot do."""
@@ -408,7 +418,8 @@ class CT2BatchedGenerator:
                 request.on_text(piece)
             return len(request.generated) >= request.max_new_tokens
 
-        self.batches += 1
+        with self._count:
+            self.batches += 1
         self.engine.translator.translate_batch(
             [r.prompt_ids for r in rows],
             max_batch_size=len(rows),

@@ -264,18 +264,18 @@ def is_ct2_folder(folder) -> bool:
     return (Path(folder) / CT2_MARKER).is_file()
 
 
-def load_engine(model_dir, device: str = "auto", engine: str = "torch", threads: int = 0):
+def load_engine(model_dir, device: str = "auto", engine: str = "torch", threads: int = 0, lanes: int = 1):
     """The generation engine for a folder: `torch` (a model folder) or `ct2`. A CTranslate2 folder (made by
     export_ct2) is recognised whatever `engine` says; `ct2` with a plain model folder converts it once into a cache
-    inside it (`ct2_cache`)."""
+    inside it (`ct2_cache`). `lanes`: how many CTranslate2 batches decode at once (its `inter_threads`)."""
     from sccl_hf.errors import ModelFolderError
 
     if engine not in ("torch", "ct2"):
         raise ModelFolderError(f"engine: must be torch or ct2, got '{engine}'")
     if is_ct2_folder(model_dir):
-        return CT2Engine.load(model_dir, device, threads)
+        return CT2Engine.load(model_dir, device, threads, lanes)
     if engine == "ct2":
-        return CT2Engine.load(ct2_cache(model_dir, device), device, threads)
+        return CT2Engine.load(ct2_cache(model_dir, device), device, threads, lanes)
     return Engine.load(model_dir, device)
 
 
@@ -363,10 +363,11 @@ class CT2Engine:
     def __init__(self, translator, tokenizer, max_len: int, description: str):
         self.translator, self.tokenizer, self.max_len = translator, tokenizer, max_len
         self.device_type, self.description = translator.device, description
+        self.lanes = translator.num_translators
         self.eos_token = tokenizer.eos_token
 
     @classmethod
-    def load(cls, folder, device: str = "auto", threads: int = 0) -> "CT2Engine":
+    def load(cls, folder, device: str = "auto", threads: int = 0, lanes: int = 1) -> "CT2Engine":
         import json
         from pathlib import Path
 
@@ -378,9 +379,13 @@ class CT2Engine:
         if not threads and device == "cpu":
             # CTranslate2's own default (4 threads) oversubscribes small machines: on 2 cores, int8 decoding of the
             # 0.2B model ran 1.5x faster than my_generate with 2 threads and 2.4-2.8x with 1 (dev/LOG.md).
-            threads = max(1, (os.cpu_count() or 2) // 2)
+            threads = max(1, (os.cpu_count() or 2) // (2 * lanes))
         translator = ctranslate2.Translator(
-            str(folder), device=device.split(":")[0], compute_type=info["quantization"], intra_threads=threads
+            str(folder),
+            device=device.split(":")[0],
+            compute_type=info["quantization"],
+            intra_threads=threads,
+            inter_threads=lanes,  # batches (or single requests) decoded at the same time
         )
         tokenizer = load_tokenizer(folder)
         description = f"ctranslate2 {info['quantization']} on {device}"

@@ -6,7 +6,8 @@
 
 Greedy and sampling requests share one decoding loop (`sccl_hf/batching.py`, `--batch-size` rows at most): a
 request joins the running batch between two decoding steps and leaves it when its answer ends or its client goes
-away. Beam and contrastive search, the CTranslate2 engine and `--batch-size 1` run each answer on its own in a
+away. On the CTranslate2 engine (`--engine ct2`), the requests waiting when a batch starts are decoded together,
+`--workers` batches at once. Beam and contrastive search and `--batch-size 1` run each answer on its own in a
 pool of `--workers` threads. Nothing runs on the event loop (rendering and tokenizing the prompt included), and
 `/health` answers meanwhile. A client that goes away, streaming or not, stops its
 generation at the next decoding step. Bad requests get OpenAI's error shape with a 4xx, never a traceback;
@@ -392,7 +393,7 @@ def create_app(
 
     from sccl_hf.engine import load_engine
 
-    engine = load_engine(model_dir, device, engine_name)
+    engine = load_engine(model_dir, device, engine_name, lanes=workers)  # ct2: `workers` batches decode at once
     batching = batch_size > 1 and search_type in ("greedy", "sampling")
     if engine.device_type == "cpu" and engine_name == "torch" and not batching:
         # Workers share the cores: each generation gets its share of threads instead of all of them competing.
@@ -647,7 +648,7 @@ def main(argv: list[str] | None = None) -> None:
         "--workers",
         type=_positive_int,
         default=min(4, os.cpu_count() or 1),
-        help="answers generated at once; later ones wait (default: cores, at most 4)",
+        help="answers (ct2: batches) generated at once; later ones wait (default: cores, at most 4)",
     )
     parser.add_argument(
         "--batch-size",
@@ -656,7 +657,12 @@ def main(argv: list[str] | None = None) -> None:
         help="greedy and sampling requests decoded together, joining and leaving between steps (1: one at a time)",
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--engine", choices=["torch", "ct2"], default="torch", help="ct2: a folder from export_ct2")
+    parser.add_argument(
+        "--engine",
+        choices=["torch", "ct2"],
+        default="torch",
+        help="ct2: CTranslate2, int8 on CPU (a model folder is converted once into <folder>/.ct2)",
+    )
     parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request's headers")
     parser.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request's body")
     args = parser.parse_args(argv)
