@@ -341,6 +341,11 @@ def test_a_run_with_a_mismatched_tokenizer_warns_at_its_first_logged_step(
     assert first > parent + 2.0  # the premise: ids from another vocabulary
     assert "the first logged loss" in caplog.text and "tokenizer and the model come from different runs" in caplog.text
     caplog.clear()
+    # a parent trained on another task (start_near_parent_loss: false): held to a new model's yardstick instead
+    run_sft(pretrained_dir, fixed_batch, tmp_path / "other_task", 2, "--tokenizer_dir", str(other),
+            "--start_near_parent_loss", "false")  # fmt: skip
+    assert logged(tmp_path / "other_task")[0][1] == pytest.approx(first)
+    assert "the first logged loss" not in caplog.text
     # a new model: the yardstick is a uniform guess, ln(700) = 6.55
     from types import SimpleNamespace
 

@@ -553,6 +553,12 @@ class ModelArguments:
         metadata={"help": "also save a self-contained model as output_dir/epoch-N after each epoch (ChatLM made its "
                   "DPO rejected answers with the SFT model after one epoch)"},
     )  # fmt: skip
+    start_near_parent_loss: bool = field(
+        default=True,
+        metadata={"help": "the first logged loss is checked against the saved model's final loss; false when that "
+                  "model was trained on another task (the mini chain's copy warm-up): then against a new model's, "
+                  "ln(vocabulary size) + 1"},
+    )  # fmt: skip
 
     def __post_init__(self):
         from sccl_hf.model_folder import model_reference_problem

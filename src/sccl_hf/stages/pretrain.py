@@ -41,7 +41,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     logging.getLogger(__name__).info("model: %.1fM parameters, max_seq_len %d", parameters / 1e6, max_seq_len)
 
     # 4. work
-    parent = models.local_model_dir(model_args.model_name_or_path) if model_args.model_name_or_path else None
+    continues = model_args.model_name_or_path and model_args.start_near_parent_loss
+    parent = models.local_model_dir(model_args.model_name_or_path) if continues else None
     trainer = build_seq2seq_trainer(
         model, tokenizer, train_dataset, eval_dataset, training_args, data_args, model_args.save_each_epoch, parent
     )

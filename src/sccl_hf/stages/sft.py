@@ -49,7 +49,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args) ->
     # 4. work
     trainer = build_seq2seq_trainer(
         model, tokenizer, train_dataset, eval_dataset, training_args, data_args, model_args.save_each_epoch,
-        parent_dir=models.local_model_dir(model_args.model_name_or_path),
+        parent_dir=models.local_model_dir(model_args.model_name_or_path) if model_args.start_near_parent_loss else None,
     )  # fmt: skip
     result = train(trainer, training_args)
 
