@@ -4,7 +4,8 @@ for the serving batching loop, on a random-init 0.2B, in one run (issue 23, item
     python benchmarks/bench_torch_decode.py [--new-tokens 64] [--clients 8] [--demo runs/demo/dpo]
 
 1. The fp32 bound of this machine, measured here: memory bandwidth (a large copy) / the bytes one new token reads
-   (the decoder's weights and the output embedding).
+   (the decoder's weights and the output embedding); and what torch's own kernels make of those bytes: one
+   vector-matrix product per weight, nothing else (the floor of a decoding step built from them).
 2. `my_generate` greedy at batch 1, decoding forced to `--new-tokens`: the dynamic cache (today), a static cache
    (`cache_implementation="static"`), and a static cache with `torch.compile` (transformers' own compile path,
    `CompileConfig`, allowed on the CPU). Best of 3 after a warm-up run (which pays for compiling).
@@ -62,6 +63,23 @@ def my_generate_rate(model, variant: dict, new_tokens: int) -> tuple[float, floa
 
     first = run()
     return new_tokens / min(run() for _ in range(3)), first
+
+
+@torch.no_grad()
+def weights_only_rate(model, repeats: int = 20) -> float:
+    """Tokens/s if a new token cost nothing but one vector-matrix product per weight it reads (the decoder's linear
+    layers and the output embedding, batch 1, fp32): the floor of any fp32 decoding step made of these kernels."""
+    weights = [m.weight for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)] + [model.lm_head.weight]
+    vectors = [torch.randn(1, w.shape[1]) for w in weights]
+    for x, w in zip(vectors, weights):
+        torch.nn.functional.linear(x, w)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for x, w in zip(vectors, weights):
+            torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - started)
+    return 1 / best
 
 
 def batching_rate(model, tokenizer, clients: int, new_tokens: int, compiled: bool) -> tuple[float, list[str]]:
@@ -141,6 +159,9 @@ def main() -> None:
     model = build("chatlm-0.2b")
     bound = bandwidth * 1e9 / bytes_read_per_token(model)
     results["fp32_bound_tokens_per_s"] = round(bound, 1)
+    floor = weights_only_rate(model)
+    results["weights_only_tokens_per_s"] = round(floor, 1)  # the same bytes, read by torch's own kernels
+    print("weights only", round(floor, 1), file=sys.stderr, flush=True)
     batch1 = {}
     for name, variant in VARIANTS.items():
         with torch.no_grad():
@@ -173,6 +194,8 @@ def main() -> None:
     for name, row in batch1.items():
         print(f"| my_generate batch 1, {name} | {row['tokens_per_s']} | x{row['tokens_per_s'] / base:.2f} | "
               f"{row['of_bound']} |")  # fmt: skip
+    print(f"| torch's vector-matrix products alone, the same weights, batch 1 | {floor:.1f} | "
+          f"x{floor / base:.2f} | {floor / bound:.2f} |")  # fmt: skip
     today = loop["batching loop (today)"]
     for name in ("batching loop (today)", "batching loop, decoder compiled"):
         print(f"| {name}, {args.clients} clients | {loop[name]} | x{loop[name] / today:.2f} | |")

@@ -313,14 +313,17 @@ def _pad(tensor: torch.Tensor, dim: int, width: int) -> torch.Tensor:
 # -- CTranslate2 ------------------------------------------------------------------------------------------------
 
 
+GATHER_SECONDS = 0.02  # CTranslate2 batches: how long a batch waits for more requests while clients come together
+
+
 class CT2BatchedGenerator:
     """Batched serving on CTranslate2: the requests waiting when a batch starts are decoded together.
 
     CTranslate2 decodes a batch from start to end (`translate_batch`; no row joins it half-way), so a request that
-    arrives while a batch runs waits for the next one, in the next free lane: the engine's `lanes` (the
-    translator's `inter_threads`, `sccl serve --workers`) batches decode at once, each from its own loop. Its step callback hands each row's tokens to that request's
-    stream as they are produced, and ends a row (by returning True) when its request is cancelled or has reached
-    its own `max_new_tokens`, so rows leave the batch as the torch batcher's do. Requests with different settings
+    arrives while a batch runs waits for the next free lane: the engine's `lanes` (the translator's
+    `inter_threads`, `sccl serve --workers`) batches decode at once, each from its own loop. The step callback hands
+    each row's tokens to that request's stream as they are produced, and ends a row (by returning True) when its
+    request is cancelled or has reached its own `max_new_tokens`, so rows leave the batch as the torch batcher's do. Requests with different settings
     (temperature, top-p, penalties: CTranslate2 takes them per batch) run as separate batches, one after the other.
     Greedy answers are the ones the request gets alone (tested). CTranslate2 has one random generator for the
     process, so a sampling request cannot carry a `seed` of its own: that is refused."""
@@ -369,20 +372,26 @@ class CT2BatchedGenerator:
         return answer_of(request, self.incoming)
 
     def _loop(self) -> None:
+        shared = False  # whether this lane's last batch held several requests: clients are arriving together
         while not self._stop.is_set():
             request = self.incoming.get()
             if request is None:
                 return
             waiting = [request]
+            # A batch runs to its end, so a request that misses it by a moment waits a whole batch. While clients
+            # arrive together, a batch waits a moment (GATHER_SECONDS) for them; a lone client never waits.
+            deadline = time.perf_counter() + (GATHER_SECONDS if shared else 0.0)
             while len(waiting) < self.max_batch:
+                remaining = deadline - time.perf_counter()
                 try:
-                    request = self.incoming.get_nowait()
+                    request = self.incoming.get(timeout=remaining) if remaining > 0 else self.incoming.get_nowait()
                 except queue.Empty:
                     break
                 if request is None:
                     self._stop.set()
                     break
                 waiting.append(request)
+            shared = len(waiting) > 1
             groups: dict[tuple, list[Request]] = {}
             for request in waiting:
                 groups.setdefault(tuple(sorted(request.settings.items())), []).append(request)
