@@ -223,6 +223,39 @@ def test_with_two_lanes_a_request_starts_while_a_batch_is_decoding(answering_ct2
         assert finished["late"] > finished["long"]
 
 
+@pytest.mark.parametrize("gather", [0.0, 0.3])
+def test_after_a_shared_batch_a_batch_waits_for_requests_that_come_together(answering_ct2_dirs, gather, monkeypatch):
+    """Once a batch was shared, the next one waits GATHER_SECONDS for more requests: two requests 30 ms apart then
+    share one batch. Without the window the first starts alone and the second waits for it (two batches)."""
+    import threading
+    import time
+
+    from conftest import ANSWERING_PROMPTS
+    from sccl_hf import batching
+    from sccl_hf.engine import load_engine
+
+    monkeypatch.setattr(batching, "GATHER_SECONDS", gather)
+    batcher = batching.CT2BatchedGenerator(load_engine(answering_ct2_dirs["int8"], "cpu"), max_batch=8)
+
+    def ask(k, pause=0.0):
+        time.sleep(pause)
+        batcher.submit(ANSWERING_PROMPTS[k], lambda piece: time.sleep(0.003), 30, search_type="greedy")
+
+    def together(pauses):
+        threads = [threading.Thread(target=ask, args=(k, pause)) for k, pause in enumerate(pauses)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    together([0.0, 0.01, 0.01])  # a lone request, then two that arrive while it decodes: they share the next batch
+    before = batcher.batches
+    assert before == 2
+    together([0.0, 0.03])
+    batcher.close()
+    assert batcher.batches - before == (1 if gather else 2)
+
+
 def test_ct2_batcher_refuses_what_ctranslate2_cannot_do(answering_ct2_dirs):
     from sccl_hf.batching import CT2BatchedGenerator
     from sccl_hf.engine import load_engine
