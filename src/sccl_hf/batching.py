@@ -339,7 +339,7 @@ class CT2BatchedGenerator:
         # start in the next lane instead of waiting for the whole batch to end.
         self.threads = [
             threading.Thread(target=self._loop, name=f"ct2-batched-decoding-{lane}", daemon=True)
-            for lane in range(getattr(engine, "lanes", 1))
+            for lane in range(engine.lanes)
         ]
         for thread in self.threads:
             thread.start()
