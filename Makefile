@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.sccl-installed
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup demo mini test test-fast lint format clean
+.PHONY: setup demo mini test test-fast test-portable lint format clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,16 @@ mini: setup
 test: setup lint
 	bash scripts/install_test_tools.sh
 	$(PY) -m pytest -q
+
+# The suite again under two other ways of rounding floats on this machine, as on another machine: torch's portable
+# kernels and MKL without AVX (instead of AVX2), then one thread and another hash seed. A test that trains and then
+# asserts must reach its property by construction or with a margin that rounding cannot cross (dev/LOG.md).
+PORTABLE_1 := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
+PORTABLE_2 := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=1234
+test-portable: setup
+	bash scripts/install_test_tools.sh
+	$(PORTABLE_1) $(PY) -m pytest -q
+	$(PORTABLE_2) $(PY) -m pytest -q
 
 # Unit tests only (under 90 s on 2 cores).
 test-fast: setup lint

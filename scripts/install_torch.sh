@@ -14,7 +14,7 @@ if "$PYTHON" -c "import torch" 2>/dev/null; then
     echo "torch $("$PYTHON" -c 'import torch; print(torch.__version__)') already installed"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "NVIDIA GPU found: installing the CUDA build of torch"
-    "$PYTHON" -m pip install "torch>=2.4"
+    "$PYTHON" -m pip install "torch>=2.13"
 else
     echo "no NVIDIA GPU: installing the CPU build of torch==$TORCH_VERSION"
     "$PYTHON" -m pip install "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX" --timeout 20 --retries 1 \

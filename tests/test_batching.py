@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from conftest import ANSWERING_PROMPTS as PROMPTS
+from helpers.answering import BATCHING_LIMITS as LIMITS
+from helpers.answering import SHARED_BATCH_SETTINGS
 from sccl_hf.batching import BatchedGenerator, next_token_scores
 from sccl_hf.engine import Engine, GenerationCancelled
-
-# each request's own answer length: requests leave the batch at different steps while others go on
-LIMITS = [12, 40, 20, 33, 8, 27, 40, 16]
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +97,6 @@ def test_a_cancelled_request_leaves_and_the_others_finish(answering_engine):
         generator.close()
     assert 5 <= outcome["left_at_step"] < 40
     assert [r.text for r in results] == expected
-
-
-SHARED_BATCH_SETTINGS = [
-    {},
-    {"repetition_penalty": 1.5},
-    {"no_repeat_ngram_size": 2},
-    {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3},
-]
 
 
 def test_different_settings_in_one_shared_batch_each_equal_transformers_alone(answering_engine):

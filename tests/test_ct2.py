@@ -22,17 +22,17 @@ def ct2_dirs(tmp_path_factory, trained_model_dir):
     return export_ct2_dirs(tmp_path_factory, trained_model_dir, "ct2")
 
 
-def test_float32_greedy_answers_equal_the_torch_engine_token_for_token(answering_model_dir, demo_data, tmp_path):
-    """On the model that answers at length (tens of tokens, a different answer for every prompt)."""
-    import pyarrow.parquet as pq
-
+def test_float32_greedy_answers_equal_the_torch_engine_token_for_token(answering_model_dir, tmp_path):
+    """On the model that answers at length (tens of tokens, a different answer for every prompt), on the prompts
+    whose every greedy step the fixture made sure is won by a margin: on other prompts two float32 kernels may
+    break a near-tie differently, and either token is right."""
     from conftest import ANSWERING_PROMPTS
     from sccl_hf.engine import Engine, load_engine
 
     folder = tmp_path / "ct2"
     run_recipe(ROOT / "recipes/demo/export_ct2.yaml", ["--model_dir", str(answering_model_dir), "--output_dir",
                                                        str(folder), "--quantization", "float32"])  # fmt: skip
-    prompts = ANSWERING_PROMPTS + pq.read_table(demo_data["held_out"]).column("prompt").to_pylist()[:24]
+    prompts = ANSWERING_PROMPTS
     torch_engine, ct2_engine = Engine.load(answering_model_dir, "cpu"), load_engine(folder, "cpu")
     expected = torch_engine.answer(prompts, max_new_tokens=40)
     got = ct2_engine.answer(prompts, max_new_tokens=40)
@@ -204,6 +204,7 @@ def test_with_two_lanes_a_request_starts_while_a_batch_is_decoding(answering_ct2
 
     def slow_reader(piece):  # the long answer's stream: a slow client, so its batch decodes for a while
         time.sleep(0.01)
+        finished["long's last piece"] = time.perf_counter()
         if not late:
             late.append(threading.Thread(target=ask_late))
             late[0].start()
@@ -220,7 +221,9 @@ def test_with_two_lanes_a_request_starts_while_a_batch_is_decoding(answering_ct2
     if lanes == 2:
         assert finished["late"] < finished["long"]
     else:
-        assert finished["late"] > finished["long"]
+        # One lane: the late request's batch starts after the long one's ended, whose last piece was handed over in
+        # that batch. (Not `finished["long"]`: the thread that records it may wake after the 3-token answer is done.)
+        assert finished["late"] > finished["long's last piece"]
 
 
 @pytest.mark.parametrize("gather", [0.0, 0.3])

@@ -111,6 +111,36 @@ def test_a_stream_grouped_by_length_keeps_every_row_and_pads_less(tmp_path, toke
     assert batches(True) == grouped  # the same seed, the same order
 
 
+def test_each_window_of_a_stream_is_shuffled_in_its_own_order(tmp_path, tokenizer_dir):
+    """The window shuffle is seeded by the recipe's seed and the window's position: every window keeps its own rows
+    and puts them in an order of its own. Seeded without the position, every window of `buffer_size` rows would be
+    put in the same order, a pattern the model could learn."""
+    from types import SimpleNamespace
+
+    from sccl_hf.model import load_tokenizer
+    from sccl_hf.recipes import resolve_files
+    from sccl_hf.tables import load_seq2seq_splits
+
+    window, windows = 40, 4
+    rows = [{"prompt": f"第{i}个问题", "response": f"答案{i}"} for i in range(window * windows)]
+    path = write_parquet(tmp_path / "rows.parquet", rows)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    position = {
+        tuple(tokenizer(r["prompt"], truncation=True, max_length=64)["input_ids"]): i for i, r in enumerate(rows)
+    }
+    assert len(position) == len(rows)  # every row tells itself apart
+    args = SimpleNamespace(train_paths=resolve_files([str(path)], "train_files"), eval_paths=[], streaming=True,
+                           buffer_size=window, prompt_column="prompt", response_column="response", max_tokens_per_batch=None)  # fmt: skip
+    training = SimpleNamespace(seed=3, per_device_train_batch_size=4, train_sampling_strategy="random")
+    train, _ = load_seq2seq_splits(args, tokenizer, 64, training)
+    order = [position[tuple(r["input_ids"])] for r in train]
+    assert sorted(order) == list(range(len(rows)))
+    orders = [tuple(i - w * window for i in order[w * window : (w + 1) * window]) for w in range(windows)]
+    assert all(sorted(o) == list(range(window)) for o in orders)  # each window holds its own rows
+    assert all(o != tuple(range(window)) for o in orders)  # shuffled
+    assert len(set(orders)) == windows, orders  # each in an order of its own
+
+
 def test_a_token_budget_cuts_batches_of_varying_rows_under_it(tmp_path, tokenizer_dir):
     """`max_tokens_per_batch`: whole batches come out of the stream, each under the budget in computed positions
     and under per_device_train_batch_size rows; long rows make smaller batches; no row is lost; the collator

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers.local_hub import LFS_SIZE, LocalHub
 
 from conftest import ROOT, run_sft
+from helpers.local_hub import LFS_SIZE, LocalHub
 
 PROMPT = "浙江的省会是哪里？"
 

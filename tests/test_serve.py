@@ -200,7 +200,9 @@ def test_frequency_and_presence_penalties_reach_generation(server, answering_mod
 
     assert repetition_controls(0, 0) == {} and repetition_controls(-1, -1) == {}
     assert repetition_controls(2, 1) == {"no_repeat_ngram_size": 2, "repetition_penalty": 1.5}
-    controls = repetition_controls(1.0, 0.4)
+    from helpers.answering import SERVE_PENALTIES
+
+    controls = repetition_controls(SERVE_PENALTIES["frequency_penalty"], SERVE_PENALTIES["presence_penalty"])
     # The oracle: transformers' generate with the settings the penalties map to, on a model whose answers repeat
     # words; the server's answer must be that one, and not the answer it gives without them.
     engine = Engine.load(answering_model_dir, "cpu")
@@ -216,7 +218,7 @@ def test_frequency_and_presence_penalties_reach_generation(server, answering_mod
     with LocalServer(answering_model_dir) as answering:
         client = OpenAI(base_url=f"{answering.url}/v1", api_key="unused")
         asked = dict(model="any", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=30)
-        completion = client.chat.completions.create(**asked, frequency_penalty=1.0, presence_penalty=0.4)
+        completion = client.chat.completions.create(**asked, **SERVE_PENALTIES)
         assert completion.choices[0].message.content == expected
         assert client.chat.completions.create(**asked).choices[0].message.content == plain
     bad = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": "你好"}],

@@ -136,6 +136,11 @@ def test_16_a_client_that_disconnects_stops_its_generation(long_answer_server, s
         (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -3}', "max_tokens"),
         (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["", "x"]}', "stop"),
         (b'{"input_txt": "\\udfff"}', "input_txt"),
+        # JSON types as the API names them (pydantic's lax mode took `true` as 1 and "yes" as true)
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": true}', "max_tokens"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": "0.5"}', "temperature"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "n": 1.0}', "n"),
     ],
 )
 def test_17_bad_fields_are_400s_in_openais_error_shape(server, body, param):
@@ -145,6 +150,37 @@ def test_17_bad_fields_are_400s_in_openais_error_shape(server, body, param):
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error" and error["param"].startswith(param)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_17_a_body_not_in_utf8_is_a_400_in_openais_error_shape(server, encoding):
+    """JSON travels in UTF-8 (RFC 8259); Python's json.loads would decode UTF-16 and UTF-32 bodies too."""
+    body = json.dumps(ask("你好", max_tokens=2), ensure_ascii=False)
+    plain = httpx.post(f"{server}{COMPLETIONS}", content=body.encode(), timeout=60,
+                       headers={"content-type": "application/json"})  # fmt: skip
+    assert plain.status_code == 200, plain.text  # the same request in UTF-8 is answered
+    response = httpx.post(f"{server}{COMPLETIONS}", content=body.encode(encoding), timeout=60,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {"message": "the request body must be JSON in UTF-8 (RFC 8259)",
+                                        "type": "invalid_request_error", "param": None, "code": "invalid_value"}  # fmt: skip
+
+
+@pytest.mark.parametrize("declared", ["1000001", "30000000", " 2000000"])
+def test_15_a_body_declared_too_large_gets_a_json_413_before_it_is_sent(server, declared):
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(f"POST {COMPLETIONS} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {declared}\r\n\r\n".encode())  # fmt: skip
+        reply = b""
+        while chunk := client.recv(65536):  # the server answers without the body and closes the connection
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"content-type: application/json" in head.lower(), reply
+    if b"transfer-encoding: chunked" in head.lower():
+        body = b"".join(body.split(b"\r\n")[1::2])
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error", error
 
 
 def test_17_a_temperature_near_zero_is_greedy(server):

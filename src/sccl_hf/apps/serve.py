@@ -31,7 +31,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -63,7 +63,14 @@ def _encodable(text: str | None, field: str) -> str | None:
     return text
 
 
-class ChatRequest(BaseModel):
+class StrictJSON(BaseModel):
+    """A request body whose values have the JSON types the API names: pydantic's lax mode would take
+    `"max_tokens": true` as 1 and `"stream": "yes"` as true; OpenAI answers both with 400, and so do we."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class ChatRequest(StrictJSON):
     input_txt: str
 
     @field_validator("input_txt")
@@ -72,7 +79,7 @@ class ChatRequest(BaseModel):
         return _encodable(value, "input_txt")
 
 
-class ContentPart(BaseModel):
+class ContentPart(StrictJSON):
     type: str
     text: str | None = None
 
@@ -82,7 +89,7 @@ class ContentPart(BaseModel):
         return _encodable(value, "text")
 
 
-class Message(BaseModel):
+class Message(StrictJSON):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[ContentPart] | None = None
 
@@ -92,7 +99,7 @@ class Message(BaseModel):
         return _encodable(value, "content") if isinstance(value, str) else value
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(StrictJSON):
     messages: list[Message] = Field(min_length=1)
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -314,10 +321,17 @@ async def _watch_disconnect(request: Request, cancelled: threading.Event) -> Non
 
 
 class RequestBodyGuard:
-    """ASGI middleware for request bodies. A body that declares a length over `limit` is refused at once with 413
-    and the connection is closed, so the server does not read (and discard) the rest of it; a chunked body is
-    counted as it arrives by FastAPI's own `max_body_size`. A body that does not arrive within `timeout` seconds
-    gets 408."""
+    """ASGI middleware for request bodies, the one place their limits live.
+
+    - A body that declares a length over `limit` is refused at once with 413 and the connection is closed, so the
+      server does not read (and discard) the rest of it; a chunked body is counted as it arrives and refused with
+      413 when it passes `limit`. (FastAPI's own `max_body_size` answers a declared length with a plain-text 413
+      that replaces ours, and FastAPI releases before 0.13x take the argument silently and check nothing.)
+    - A body must be JSON in UTF-8 (RFC 8259, section 8.1): Python's `json.loads` would also decode UTF-16 and
+      UTF-32 bodies, which no OpenAI client sends, so they get 400.
+    - A body that does not arrive within `timeout` seconds gets 408.
+    Each error is raised as an HTTPException from `receive`, so the route's error handler answers in OpenAI's
+    shape."""
 
     def __init__(self, app, limit: int, timeout: float):
         self.app, self.limit, self.timeout = app, limit, timeout
@@ -325,16 +339,16 @@ class RequestBodyGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        declared = dict(scope["headers"]).get(b"content-length", b"").strip()
         if declared.isdigit() and int(declared) > self.limit:
             body = json.dumps(error_body(413, f"request body over {self.limit} bytes", "invalid_request_error"))
             headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
             await send({"type": "http.response.start", "status": 413, "headers": headers})
             return await send({"type": "http.response.body", "body": body.encode()})
-        body_done = False
+        body_done, received, start = False, 0, b""
 
-        async def timed_receive():
-            nonlocal body_done
+        async def checked_receive():
+            nonlocal body_done, received, start
             if body_done:  # after the body: the next message is a disconnect, which may take any time
                 return await receive()
             try:
@@ -342,9 +356,18 @@ class RequestBodyGuard:
             except TimeoutError:
                 raise HTTPException(408, f"the request body did not arrive within {self.timeout:g} s") from None
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            chunk = message.get("body", b"") if message["type"] == "http.request" else b""
+            received += len(chunk)
+            if received > self.limit:
+                raise HTTPException(413, f"request body over {self.limit} bytes")
+            if len(start) < 4 and chunk:
+                start += chunk[: 4 - len(start)]
+                # json.detect_encoding reads the first 4 bytes (a BOM, or where the zero bytes of UTF-16/32 fall)
+                if (len(start) == 4 or body_done) and json.detect_encoding(start) != "utf-8":
+                    raise HTTPException(400, "the request body must be JSON in UTF-8 (RFC 8259)")
             return message
 
-        await self.app(scope, timed_receive, send)
+        await self.app(scope, checked_receive, send)
 
 
 class HeaderTimeoutProtocol(H11Protocol):
@@ -411,7 +434,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.add_middleware(RequestBodyGuard, limit=MAX_BODY_BYTES, timeout=body_timeout)
     app.state.worker = worker

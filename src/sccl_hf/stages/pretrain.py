@@ -7,7 +7,7 @@ directory (or a saved model to continue). Writes: a self-contained model directo
 from sccl_hf.recipes import DataArguments, ModelArguments
 
 # 1. arguments
-RECIPE_ARGUMENTS = (ModelArguments, DataArguments, "transformers.training_args_seq2seq:Seq2SeqTrainingArguments")
+RECIPE_ARGUMENTS = (ModelArguments, DataArguments, "sccl_hf.optim:Seq2SeqArguments")
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:

@@ -7,7 +7,7 @@ checkpoints, the loss log (and `epoch-N` model folders with `save_each_epoch: tr
 from sccl_hf.recipes import DataArguments, ModelArguments
 
 # 1. arguments
-RECIPE_ARGUMENTS = (ModelArguments, DataArguments, "transformers.training_args_seq2seq:Seq2SeqTrainingArguments")
+RECIPE_ARGUMENTS = (ModelArguments, DataArguments, "sccl_hf.optim:Seq2SeqArguments")
 
 
 def freeze_embeddings_and_encoder(model) -> None:
