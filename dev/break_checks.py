@@ -113,7 +113,7 @@ BREAKS = [
         ["tests/test_data.py::test_each_window_of_a_stream_is_shuffled_in_its_own_order"],
     ),
     Break(
-        "serving: lax JSON types (`\"max_tokens\": true` taken as 1)",
+        'serving: lax JSON types (`"max_tokens": true` taken as 1)',
         "src/sccl_hf/apps/serve.py",
         "model_config = ConfigDict(strict=True)",
         "model_config = ConfigDict(strict=False)",
