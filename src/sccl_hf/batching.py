@@ -411,15 +411,21 @@ class CT2BatchedGenerator:
         rows = [r for r in requests if not r.done.is_set()]
         if not rows:
             return
-        ended = [False] * len(rows)
+        ended, eos = [False] * len(rows), self.eos
+        # The step callback runs on CTranslate2's threads. If what it holds leads back to the translator (through
+        # this batcher, or a request's on_text that holds it), the translator may be freed last on such a thread,
+        # join itself, and abort the process ("Resource deadlock avoided": test_ct2's lanes test, 9 of 14 runs
+        # under load before this, 0 of 6 after; dev/LOG.md 2026-12-07). So the callback reaches the requests
+        # through `live`, emptied after the batch, and holds no reference to the batcher.
+        live = {"rows": rows}
 
         def on_step(step) -> bool:  # True ends this row
-            request = rows[step.batch_id]
+            request = live["rows"][step.batch_id]
             if request.cancelled.is_set():
                 return True
             if request.first_token_at is None:
                 request.first_token_at = time.perf_counter()
-            if step.token_id == self.eos:
+            if step.token_id == eos:
                 ended[step.batch_id] = True
                 return True
             request.generated.append(step.token_id)
@@ -429,13 +435,16 @@ class CT2BatchedGenerator:
 
         with self._count:
             self.batches += 1
-        self.engine.translator.translate_batch(
-            [r.prompt_ids for r in rows],
-            max_batch_size=len(rows),
-            max_decoding_length=max(r.max_new_tokens for r in rows),
-            callback=on_step,
-            **rows[0].settings,
-        )
+        try:
+            self.engine.translator.translate_batch(
+                [r.prompt_ids for r in rows],
+                max_batch_size=len(rows),
+                max_decoding_length=max(r.max_new_tokens for r in rows),
+                callback=on_step,
+                **rows[0].settings,
+            )
+        finally:
+            live.clear()
         for row, request in enumerate(rows):
             if not request.cancelled.is_set():
                 if piece := request.text.finish():
