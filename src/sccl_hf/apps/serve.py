@@ -326,7 +326,7 @@ class RequestBodyGuard:
     - A body that declares a length over `limit` is refused at once with 413 and the connection is closed, so the
       server does not read (and discard) the rest of it; a chunked body is counted as it arrives and refused with
       413 when it passes `limit`. (FastAPI's own `max_body_size` answers a declared length with a plain-text 413
-      that replaces ours, and FastAPI releases before 0.13x take the argument silently and check nothing.)
+      that replaces ours, and older releases, 0.110 among them, take the argument into `**extra` and check nothing.)
     - A body must be JSON in UTF-8 (RFC 8259, section 8.1): Python's `json.loads` would also decode UTF-16 and
       UTF-32 bodies, which no OpenAI client sends, so they get 400.
     - A body that does not arrive within `timeout` seconds gets 408.
