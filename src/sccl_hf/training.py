@@ -572,7 +572,7 @@ def build_seq2seq_trainer(
     relative = getattr(training_args, "optim", None) == ADAFACTOR_T5
     if relative and not torch.cuda.is_available():
         # Relative steps shrink updates as 1/sqrt(step) times each matrix's RMS: tiny second-moment factors end up
-        # as denormal floats, which x86 CPUs compute many times slower (measured: the span probe crawled without it).
+        # as denormal floats, which x86 CPUs compute many times slower (issue 31: the span probe crawled without it).
         torch.set_flush_denormal(True)
     trainer = (RelativeStepTrainer if relative else Seq2SeqTrainer)(
         model=model,
