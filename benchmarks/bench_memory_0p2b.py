@@ -1,11 +1,11 @@
 """Memory and time of one training step of the 0.2B preset at ChatLM-mini-Chinese's sequence length (320), fp32
 and bf16, with and without gradient checkpointing, on the device at hand (CPU here; a GPU where one is lent).
 
-    python benchmarks/bench_memory_0p2b.py [--batch-size 16] [--device auto] [--steps 2] [--optimizer adamw]
-    python benchmarks/bench_memory_0p2b.py --device cpu --batch-size 2 --steps 3 --optimizer adafactor_t5 --settings fp32
+    python benchmarks/bench_memory_0p2b.py [--batch-size 16] [--device auto] [--steps 2] [--optimizers adamw]
+    python benchmarks/bench_memory_0p2b.py --device cpu --batch-size 2 --steps 3 --settings fp32 --optimizers adamw adafactor_t5
 
 Each setting runs in a fresh process (peak memory is per process): a random-init `chatlm-0.2b` model
-(vocabulary 29,298), AdamW or the seed's relative-step Adafactor (`--optimizer adafactor_t5`: one factored second
+(vocabulary 29,298), AdamW or the seed's relative-step Adafactor (`--optimizers adafactor_t5`: one factored second
 moment per matrix instead of AdamW's two full moments), prompts and responses of the full 320 tokens. On a CPU
 denormal floats are flushed to zero (relative steps make tiny second-moment factors). Reported per setting: peak memory
 (CUDA: max allocated; CPU: peak RSS minus the process's RSS before the model was built), seconds per step
@@ -78,25 +78,42 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=320)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--optimizer", choices=("adamw", "adafactor_t5"), default="adamw")
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=("adamw", "adafactor_t5"),
+        default=["adamw"],
+        help="each setting with each; several: rows also give the ratio to the first",
+    )
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     args = parser.parse_args()
     results = {}
+    baselines = {}  # setting -> the first optimizer's result
     for setting in args.settings:
         dtype, checkpointing = SETTINGS[setting]
-        name = f"{dtype}{', gradient checkpointing' if checkpointing == '1' else ''}, {args.optimizer}"
-        out = subprocess.run([sys.executable, "-c", CHILD, str(args.batch_size), str(args.length), str(args.steps),
-                              dtype, checkpointing, args.device, args.optimizer],
-                             capture_output=True, text=True, timeout=3600)  # fmt: skip
-        if out.returncode:
-            results[name] = {"error": out.stderr.strip().splitlines()[-1]}
-            continue
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        for optimizer in args.optimizers:
+            name = f"{dtype}{', gradient checkpointing' if checkpointing == '1' else ''}, {optimizer}"
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.batch_size), str(args.length),
+                                  str(args.steps), dtype, checkpointing, args.device, optimizer],
+                                 capture_output=True, text=True, timeout=3600)  # fmt: skip
+            if out.returncode:
+                results[name] = {"error": out.stderr.strip().splitlines()[-1]}
+                continue
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            base = baselines.setdefault(setting, results[name])
+            if base is not results[name]:
+                results[name]["peak_vs_first"] = round(results[name]["peak_mb"] / base["peak_mb"], 2)
+                results[name]["speed_vs_first"] = round(base["seconds_per_step"] / results[name]["seconds_per_step"], 2)
     print(json.dumps({"batch_size": args.batch_size, "length": args.length, "results": results}, indent=2))
     for name, r in results.items():
         if "error" not in r:
+            against = (
+                f" | peak x{r['peak_vs_first']}, speed x{r['speed_vs_first']} of the first"
+                if "peak_vs_first" in r
+                else ""
+            )
             print(f"| 0.2B, batch {args.batch_size} x {args.length}, {name} | {r['device']} | {r['peak_mb']:,} MB | "
-                  f"{r['seconds_per_step']} s/step | {r['tokens_per_second']} tokens/s |")  # fmt: skip
+                  f"{r['seconds_per_step']} s/step | {r['tokens_per_second']} tokens/s{against} |")  # fmt: skip
 
 
 if __name__ == "__main__":
