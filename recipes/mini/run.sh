@@ -27,8 +27,7 @@ step run recipes/mini/data_dpo.yaml            # real preference pairs, 100 held
 step run recipes/mini/ie_data.yaml             # DuIE training sentences with the seed's instruction, 500 held out
 step run recipes/mini/ie_dev.yaml              # the whole DuIE dev set
 step run recipes/mini/tokenizer.yaml           # char-level BPE, 8,000 tokens
-step run recipes/mini/pretrain_copy.yaml       # `small` (9.4M) learns to copy: 2,500 steps of short reconstruction rows
-step run recipes/mini/pretrain.yaml            # then 2,000 steps of general text, a quarter reconstruction rows
+step run recipes/mini/pretrain.yaml            # `small` (9.4M): 3,000 steps of general text, half span corruption
 step run recipes/mini/eval_ppl_pretrain.yaml   # held-out general text
 step run recipes/mini/sft.yaml                 # 1,200 steps on the instructions
 step run recipes/mini/eval_ppl_sft.yaml        # held-out instructions

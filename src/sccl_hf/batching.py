@@ -75,6 +75,7 @@ class BatchedGenerator:
         config = model.config
         self.eos, self.start = config.eos_token_id, config.decoder_start_token_id
         self.scale = config.d_model**-0.5 if config.tie_word_embeddings else 1.0
+        self.suppressed = list(model.generation_config.suppress_tokens or [])  # span corruption's sentinels
         self.incoming: queue.Queue[Request] = queue.Queue()
         self.active: list[Request] = []
         self.steps = 0  # decoding steps run (a step serves every active request)
@@ -260,6 +261,9 @@ class BatchedGenerator:
 
     def _choose(self, logits: torch.Tensor, request: Request) -> int:
         """The next token of one row, with the request's own settings."""
+        if self.suppressed:
+            logits = logits.clone()
+            logits[self.suppressed] = -float("inf")
         scores = next_token_scores(logits, [self.start, *request.generated], request.settings)
         if not request.settings.get("sample"):
             return int(scores.argmax())

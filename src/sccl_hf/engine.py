@@ -18,6 +18,7 @@ import torch
 from transformers import TextStreamer
 
 from sccl_hf.model import load_model, load_tokenizer, model_max_len
+from sccl_hf.span_corruption import sentinel_ids
 
 
 class GenerationCancelled(Exception):
@@ -365,6 +366,8 @@ class CT2Engine:
         self.device_type, self.description = translator.device, description
         self.lanes = translator.num_translators
         self.eos_token = tokenizer.eos_token
+        # span corruption's sentinels are never generated (the torch model's generation_config.suppress_tokens)
+        self.suppressed = [[token] for token in tokenizer.convert_ids_to_tokens(sentinel_ids(tokenizer))]
 
     @classmethod
     def load(cls, folder, device: str = "auto", threads: int = 0, lanes: int = 1) -> "CT2Engine":
@@ -407,6 +410,8 @@ class CT2Engine:
                 raise ValueError(f"{key} is not a CTranslate2 generation setting")
             options[CT2_OVERRIDES[key]] = value
         options["max_decoding_length"] = min(max_new_tokens or self.max_len, self.max_len)
+        if self.suppressed:
+            options["suppress_sequences"] = self.suppressed
         return options
 
     def _text(self, tokens: list[str]) -> str:

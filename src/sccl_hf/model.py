@@ -14,6 +14,7 @@ from modeling_chat_model import TextToTextModel
 from sccl_hf.errors import ModelFolderError
 from sccl_hf.model_folder import finished_model, local_model_dir
 from sccl_hf.prompt import install_chat_template
+from sccl_hf.span_corruption import sentinel_ids
 from sccl_hf.tokenization import ensure_eos_template, save_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ def check_special_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
         )
 
 
-def generation_config_for(config: TextToTextModelConfig) -> GenerationConfig:
+def generation_config_for(config: TextToTextModelConfig, suppress_tokens: list[int] | None = None) -> GenerationConfig:
+    """eos, pad, decoder start, the length limit; `suppress_tokens`: ids never generated (span corruption's
+    sentinels: a pretrained model has learnt to write them in its targets)."""
     return GenerationConfig(
+        suppress_tokens=list(suppress_tokens) if suppress_tokens else None,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
         bos_token_id=getattr(config, "bos_token_id", None),
@@ -77,7 +81,8 @@ def load_model(model_dir: str | Path, dtype: torch.dtype | None = None, config=N
     """Load a saved model directory (ours or ChatLM-mini-Chinese's layout), or a hub id, with our local model
     class."""
     model = TextToTextModel.from_pretrained(local_model_dir(model_dir), dtype=dtype, config=config)
-    model.generation_config = generation_config_for(model.config)
+    saved = model.generation_config.suppress_tokens  # from the folder's generation_config.json
+    model.generation_config = generation_config_for(model.config, saved)
     return model
 
 
@@ -118,16 +123,18 @@ def save_model_dir(model, tokenizer: PreTrainedTokenizerBase, output_dir: str | 
     remote-code files, the tokenizer and a generation config with eos, pad and decoder start."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    prepare_for_save(model)
+    prepare_for_save(model, tokenizer)
     model.save_pretrained(output_dir)
     save_tokenizer(tokenizer, output_dir)
     copy_remote_code(output_dir)
     return output_dir
 
 
-def prepare_for_save(model) -> None:
-    """Set what loading needs: the architecture name and a generation config with eos, pad, decoder start."""
-    model.generation_config = generation_config_for(model.config)
+def prepare_for_save(model, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+    """Set what loading needs: the architecture name and a generation config with eos, pad, decoder start, and
+    the tokenizer's sentinel tokens suppressed (without a tokenizer: those the model suppresses already)."""
+    suppress = sentinel_ids(tokenizer) if tokenizer is not None else model.generation_config.suppress_tokens
+    model.generation_config = generation_config_for(model.config, suppress)
     model.config.architectures = ["TextToTextModel"]
     model.config.use_cache = True  # trainers turn the cache off while training; generation wants it back
 

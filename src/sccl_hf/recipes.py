@@ -521,8 +521,27 @@ class DataArguments(DataFiles):
         },
     )
 
+    objective: str = field(
+        default="text_to_text",
+        metadata={
+            "help": "text_to_text (prompt -> response), span_corruption (T5's: each row's text, spans hidden behind "
+            "sentinels -> the spans) or mixed (span_corruption_share of the rows corrupted, the rest pairs)"
+        },
+    )
+    span_corruption_share: float = field(default=0.5, metadata={"help": "mixed: the share of rows corrupted"})
+    noise_density: float = field(default=0.15, metadata={"help": "span corruption: share of tokens hidden (T5: 0.15)"})
+    mean_span_length: float = field(default=3.0, metadata={"help": "span corruption: mean span length (T5: 3)"})
+
     def __post_init__(self):
         super().__post_init__()
+        if self.objective not in ("text_to_text", "span_corruption", "mixed"):
+            raise ValueError(f"objective: must be text_to_text, span_corruption or mixed, got '{self.objective}'")
+        if not 0.0 < self.span_corruption_share < 1.0:
+            raise ValueError(f"span_corruption_share: {self.span_corruption_share} is out of range (0 to 1, both out)")
+        if not 0.0 < self.noise_density < 0.5:
+            raise ValueError(f"noise_density: {self.noise_density} is out of range (0 to 0.5)")
+        if self.mean_span_length < 1:
+            raise ValueError(f"mean_span_length: {self.mean_span_length} is below 1")
         if not 0.0 <= self.reconstruction_share <= 1.0:
             raise ValueError(f"reconstruction_share: {self.reconstruction_share} is out of range (0 to 1)")
         if self.max_tokens_per_batch is not None:

@@ -20,6 +20,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sccl_hf import span_corruption
 from sccl_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -226,23 +227,61 @@ def tokenize_pairs(
     response_column: str = "response",
     reconstruction_share: float = 0.0,
     seed: int = 0,
+    span_corruption_share: float = 0.0,
+    noise_density: float = span_corruption.NOISE_DENSITY,
+    mean_span: float = span_corruption.MEAN_SPAN,
 ):
     """A batched map function: prompt -> input_ids/attention_mask, response -> labels (both end in [EOS]).
 
-    With `reconstruction_share`, that share of the rows (chosen by a hash of the response and `seed`, so the same
-    rows in every epoch and process) has its prompt replaced by the response with spans masked (`mask_spans`):
-    a reconstruction row, whose target is read mostly from the input."""
+    - `span_corruption_share`: that share of the rows (1.0: all) is read as one text, the prompt and the response
+      on two lines, cut into pieces that fit `max_seq_len` once corrupted, and each piece becomes a span
+      corruption row (`sccl_hf.span_corruption`). A row may so give several rows.
+    - `reconstruction_share`: that share of the other rows has its prompt replaced by the response with spans
+      masked (`mask_spans`): a reconstruction row, whose target is read mostly from the input.
+
+    Both choices come from a hash of the row's text and `seed`: the same rows and masks in every epoch, process
+    and resumed run."""
+    sentinels = span_corruption.sentinel_ids(tokenizer) if span_corruption_share else []
+    piece = span_corruption.piece_length(max_seq_len, noise_density, mean_span)
+    shares = {"noise_density": noise_density, "mean_span": mean_span}
+
+    def corrupted(text: str) -> list[tuple[list[int], list[int]]]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [
+            span_corruption.corrupt(
+                part, sentinels, tokenizer.eos_token_id, span_corruption.row_rng(text, seed, k), **shares
+            )
+            for k, part in enumerate(span_corruption.pieces(ids, piece))
+        ]
 
     def tokenize(batch: dict) -> dict:
-        encoded = tokenizer(batch[prompt_column], truncation=True, max_length=max_seq_len)
-        labels = tokenizer(batch[response_column], truncation=True, max_length=max_seq_len)["input_ids"]
-        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
-        if reconstruction_share > 0:
-            for k, response in enumerate(batch[response_column]):
-                rng = random.Random(zlib.crc32(response.encode("utf-8")) * 1_000_003 + seed)
-                if rng.random() < reconstruction_share:
-                    input_ids[k] = mask_spans(labels[k], tokenizer.mask_token_id, rng)
-                    attention_mask[k] = [1] * len(input_ids[k])
+        prompts, responses = batch[prompt_column], batch[response_column]
+        corrupt_rows = [
+            span_corruption_share >= 1.0
+            or (
+                span_corruption_share > 0
+                and span_corruption.row_rng(p + "\n" + r, seed, -1).random() < span_corruption_share
+            )
+            for p, r in zip(prompts, responses)
+        ]
+        pairs = [k for k, corrupt in enumerate(corrupt_rows) if not corrupt]
+        input_ids, attention_mask, labels = [], [], []
+        if pairs:
+            encoded = tokenizer([prompts[k] for k in pairs], truncation=True, max_length=max_seq_len)
+            pair_labels = tokenizer([responses[k] for k in pairs], truncation=True, max_length=max_seq_len)["input_ids"]
+            pair_inputs = encoded["input_ids"]
+            if reconstruction_share > 0:
+                for j, k in enumerate(pairs):
+                    rng = random.Random(zlib.crc32(responses[k].encode("utf-8")) * 1_000_003 + seed)
+                    if rng.random() < reconstruction_share:
+                        pair_inputs[j] = mask_spans(pair_labels[j], tokenizer.mask_token_id, rng)
+            paired = iter(zip(pair_inputs, pair_labels))
+        for k, corrupt in enumerate(corrupt_rows):
+            rows = corrupted(prompts[k] + "\n" + responses[k]) if corrupt else [next(paired)]
+            for row_input, row_labels in rows:
+                input_ids.append(row_input)
+                attention_mask.append([1] * len(row_input))
+                labels.append(row_labels)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     return tokenize
@@ -349,8 +388,9 @@ def load_seq2seq_splits(data_args, tokenizer, max_seq_len: int, training_args):
 def load_seq2seq_dataset(
     data_args, paths: list[Path], tokenizer, max_seq_len: int, seed: int, shuffle: bool = True, reconstruction=False
 ):
-    """Tokenized prompt/response rows, ready for DataCollatorForSeq2Seq; `reconstruction`: with the recipe's
-    `reconstruction_share` of reconstruction rows (training sets only: evaluation stays on the task itself)."""
+    """Tokenized prompt/response rows, ready for DataCollatorForSeq2Seq, in the recipe's `objective`; with
+    `reconstruction`, the recipe's `reconstruction_share` of reconstruction rows (training sets only: evaluation
+    stays on the task itself)."""
     columns = [data_args.prompt_column, data_args.response_column]
     table = load_table(
         paths,
@@ -361,5 +401,33 @@ def load_seq2seq_dataset(
     share = getattr(data_args, "reconstruction_share", 0.0) if reconstruction else 0.0
     if share and tokenizer.mask_token_id is None:
         raise ValueError("reconstruction_share: the tokenizer has no [MASK] token to hide spans with")
-    tokenize = tokenize_pairs(tokenizer, max_seq_len, *columns, reconstruction_share=share, seed=seed)
+    objective = getattr(data_args, "objective", "text_to_text")
+    span_share = {"text_to_text": 0.0, "span_corruption": 1.0}.get(
+        objective, getattr(data_args, "span_corruption_share", 0.0)
+    )
+    shares = {}
+    if span_share:
+        shares = {"noise_density": data_args.noise_density, "mean_span": data_args.mean_span_length}
+        check_sentinels(tokenizer, max_seq_len, **shares)
+    tokenize = tokenize_pairs(
+        tokenizer,
+        max_seq_len,
+        *columns,
+        reconstruction_share=share,
+        seed=seed,
+        span_corruption_share=span_share,
+        **shares,
+    )
     return table.map(tokenize, batched=True, remove_columns=columns)
+
+
+def check_sentinels(tokenizer, max_seq_len: int, noise_density: float, mean_span: float) -> None:
+    """Span corruption needs a sentinel per span of the longest piece: say so before any training."""
+    needed = span_corruption.expected_spans(max_seq_len, noise_density, mean_span)
+    have = len(span_corruption.sentinel_ids(tokenizer))
+    if have < needed:
+        raise ValueError(
+            f"objective: span corruption at max_seq_len {max_seq_len} needs {needed} sentinel tokens "
+            f"(<extra_id_0> ..), the tokenizer ({tokenizer.name_or_path or 'given'}) has {have}: train the tokenizer "
+            "with `sentinels: 100` (recipes/tokenizer.yaml does)"
+        )

@@ -37,6 +37,7 @@ from transformers import PreTrainedTokenizerFast
 
 from sccl_hf.errors import ModelFolderError
 from sccl_hf.prompt import install_chat_template
+from sccl_hf.span_corruption import SENTINEL
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ def train(tokenizer: Tokenizer, args) -> PreTrainedTokenizerFast:
     char_level = args.kind == "char_bpe"
     alphabet = BASE_CHARACTERS if char_level else pre_tokenizers.ByteLevel.alphabet()
     fallback = char_level and getattr(args, "byte_fallback", True)
-    learned = args.vocab_size - (len(BYTE_TOKENS) if fallback else 0)  # the byte tokens count too
+    sentinels = getattr(args, "sentinels", 0)
+    learned = args.vocab_size - (len(BYTE_TOKENS) if fallback else 0) - sentinels  # byte and sentinel tokens count too
     # with byte fallback, characters beyond the budget are left to bytes, so the vocabulary is never larger than
     # vocab_size (without it, every character seen joins the alphabet, however rare)
     limit = {"limit_alphabet": learned - len(SPECIAL_TOKENS)} if fallback else {}
@@ -169,7 +171,22 @@ def train(tokenizer: Tokenizer, args) -> PreTrainedTokenizerFast:
     tokenizer.train_from_iterator(iter_pieces(args), trainer=trainer)
     if fallback:
         tokenizer = with_byte_fallback(tokenizer)
-    return wrap(tokenizer)
+    return wrap(with_sentinels(tokenizer, sentinels))
+
+
+def with_sentinels(tokenizer: Tokenizer, count: int) -> Tokenizer:
+    """The tokenizer with `count` sentinel tokens `<extra_id_0>` .. appended to its vocabulary, for span corruption.
+
+    Plain vocabulary entries, not added tokens: no merge builds them and the pre-tokenizers split `<`, `_` and `>`
+    off, so no text tokenizes into one (an added token would match text that spells it)."""
+    if not count:
+        return tokenizer
+    state = json.loads(tokenizer.to_str())
+    vocab = state["model"]["vocab"]
+    for index in range(count):
+        vocab.setdefault(SENTINEL.format(index), len(vocab))
+    sentinel_tokenizer = Tokenizer.from_str(json.dumps(state))
+    return sentinel_tokenizer
 
 
 def with_byte_fallback(tokenizer: Tokenizer) -> Tokenizer:
@@ -312,13 +329,15 @@ def count_words(args) -> WordCounter:
     return counter
 
 
-def word_frequency_vocabulary(counter: WordCounter, vocab_size: int, min_count: int) -> tuple[dict, list]:
+def word_frequency_vocabulary(
+    counter: WordCounter, vocab_size: int, min_count: int, sentinels: int = 0
+) -> tuple[dict, list]:
     """(vocab, merges): special tokens, byte tokens, the base characters, then characters and words counted at
     least `min_count` times, most frequent first, up to `vocab_size` in all; merges split each kept word into two
     kept parts, ordered by the word's count (then position), so encoding is deterministic."""
     fixed = [*SPECIAL_TOKENS, *BYTE_TOKENS, *BASE_CHARACTERS]
     vocab = {token: index for index, token in enumerate(dict.fromkeys(fixed))}
-    room = vocab_size - len(vocab)
+    room = vocab_size - len(vocab) - sentinels
     characters = [(c, n) for c, n in counter.characters.items() if n >= min_count and c not in vocab and c != " "]
     words = [(w, n) for w, n in counter.words.items() if n >= min_count]
     for token, _ in sorted(characters + words, key=lambda item: (-item[1], item[0]))[: max(room, 0)]:
@@ -327,6 +346,8 @@ def word_frequency_vocabulary(counter: WordCounter, vocab_size: int, min_count: 
     merges = []
     for word in sorted((w for w in vocab if w in counts), key=lambda w: (-counts[w], w)):
         merges += [(word[:i], word[i:]) for i in range(1, len(word)) if word[:i] in vocab and word[i:] in vocab]
+    for index in range(sentinels):  # last, after every merge is known: no merge builds them
+        vocab.setdefault(SENTINEL.format(index), len(vocab))
     return vocab, merges
 
 

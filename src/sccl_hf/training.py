@@ -234,7 +234,7 @@ class EpochModelCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"epoch-{round(state.epoch)}"
         model = self.trainer.model
         use_cache = model.config.use_cache
-        prepare_for_save(model)
+        prepare_for_save(model, self.tokenizer)
         self.trainer.save_model(str(folder), _internal_call=True)
         model.config.use_cache = use_cache  # training goes on without the cache
         if self.trainer.is_world_process_zero():
@@ -471,7 +471,7 @@ def save_trained(trainer, training_args, tokenizer, result) -> dict:
 def _save(trainer, training_args, tokenizer, result) -> dict:
     is_adapter = hasattr(trainer.model, "peft_config")  # a LoRA run saves its adapter (see stage merge_lora)
     if not is_adapter:
-        prepare_for_save(trainer.model)
+        prepare_for_save(trainer.model, tokenizer)
     # Every process: DeepSpeed ZeRO-3 gathers its shards here. `_internal_call`: no push yet, the folder is not
     # complete (tokenizer, remote code); push_to_hub pushes once, below.
     trainer.save_model(training_args.output_dir, _internal_call=True)

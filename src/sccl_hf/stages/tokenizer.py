@@ -31,6 +31,10 @@ class TokenizerArguments:
         default=2_000_000, metadata={"help": "word_frequency: words held while counting (bounds memory)"}
     )
     jieba_user_dict: str | None = field(default=None, metadata={"help": "jieba user dictionary (one word per line)"})
+    sentinels: int = field(
+        default=0,
+        metadata={"help": "sentinel tokens <extra_id_0>.. for span corruption (T5: 100); they count in vocab_size"},
+    )
     byte_fallback: bool = field(default=True, metadata={"help": "char_bpe: <0x..> tokens for unseen characters"})
     max_chars: int = field(default=0, metadata={"help": "stop after this many characters (0: read everything)"})
     pretokenize: str = field(default="jieba", metadata={"help": "jieba (bounded memory) or none (whole sentences)"})
@@ -45,11 +49,14 @@ class TokenizerArguments:
             raise ValueError("pretokenize: word_frequency counts jieba words (pretokenize: jieba)")
         from sccl_hf.tokenization import BASE_CHARACTERS, BYTE_TOKENS, SPECIAL_TOKENS
 
+        if self.sentinels < 0:
+            raise ValueError(f"sentinels: {self.sentinels} is negative")
         fixed = len(SPECIAL_TOKENS) + len(BASE_CHARACTERS) + (len(BYTE_TOKENS) if self.kind != "byte_bpe" else 256)
+        fixed += self.sentinels
         if self.vocab_size <= fixed:
             raise ValueError(
-                f"vocab_size: {self.vocab_size} leaves nothing to learn: the special, byte-fallback and base tokens "
-                f"alone are {fixed}"
+                f"vocab_size: {self.vocab_size} leaves nothing to learn: the special, byte-fallback, sentinel and "
+                f"base tokens alone are {fixed}"
             )
         if self.jieba_user_dict and not Path(self.jieba_user_dict).is_file():
             raise FileNotFoundError(f"jieba_user_dict: no such file: '{self.jieba_user_dict}'")
@@ -77,7 +84,7 @@ def main(args: TokenizerArguments) -> dict:
     if args.kind == "word_frequency":
         # 2. model and 3. work: count, keep, derive the merges
         counter = tokenization.count_words(args)
-        vocab, merges = tokenization.word_frequency_vocabulary(counter, args.vocab_size, args.min_count)
+        vocab, merges = tokenization.word_frequency_vocabulary(counter, args.vocab_size, args.min_count, args.sentinels)
         tokenizer = tokenization.word_frequency_tokenizer(vocab, merges)
         words = sum(1 for token in vocab if len(token) > 1 and not token.startswith(("<0x", "[")))
         extra = {
@@ -98,6 +105,7 @@ def main(args: TokenizerArguments) -> dict:
     results = {
         "vocab_size": len(tokenizer),
         "kind": args.kind,
+        "sentinels": args.sentinels,
         "files": [str(p) for p in args.paths],
         "train_seconds": round(time.perf_counter() - started, 2),
         "peak_rss_mb": round(tokenization.peak_rss_mb()),
