@@ -73,6 +73,7 @@ class TextToTextModel(T5ForConditionalGeneration):
             eos_token_id=self.config.eos_token_id,
             pad_token_id=self.config.pad_token_id,
             decoder_start_token_id=self.config.decoder_start_token_id,
+            suppress_tokens=self.generation_config.suppress_tokens,  # span corruption's sentinels, if any
             **settings,
         )
         extra = {"tokenizer": tokenizer} if tokenizer is not None else {}
@@ -119,7 +120,9 @@ class TextToTextModel(T5ForConditionalGeneration):
         generated, finished = start, torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
         if streamer is not None:
             streamer.put(start.cpu())
+        suppressed = self.generation_config.suppress_tokens or []  # span corruption's sentinels, if any
         for _ in range(max_new_tokens):
+            logits[:, suppressed] = -float("inf")
             top_probs, top_ids = logits.softmax(-1).topk(k, dim=-1)  # (batch, k)
             cache.batch_repeat_interleave(k)
             out = self(

@@ -157,6 +157,74 @@ BREAKS = [
             "tests/test_data_stage.py::test_code_in_the_shared_alpaca_rows_is_kept_byte_for_byte",
         ],
     ),
+    Break(
+        "span corruption: every span gets the same sentinel",
+        "src/sccl_hf/span_corruption.py",
+        "            span += 1\n",
+        "            span += 0\n",
+        ["tests/test_span_corruption.py::test_inputs_and_targets_merge_back_into_the_original_tokens"],
+    ),
+    Break(
+        "span corruption: masks drawn afresh, not seeded by the row",
+        "src/sccl_hf/span_corruption.py",
+        "return random.Random((zlib.crc32(",
+        "return random.Random() or ((zlib.crc32(",
+        [
+            "tests/test_span_corruption.py::test_the_masks_depend_on_the_row_and_the_seed_not_on_its_batch",
+            "tests/test_span_corruption.py::test_a_resumed_span_corruption_stream_sees_the_same_masks",
+        ],
+    ),
+    Break(
+        "span corruption: T5's layout (no empty kept run at the row's start)",
+        "src/sccl_hf/span_corruption.py",
+        "lengths[0] -= 1",
+        "lengths[-1] -= 1",
+        ["tests/test_span_corruption.py::test_a_short_rows_span_falls_anywhere_not_only_at_its_end"],
+    ),
+    Break(
+        "sentinels: the torch batcher does not suppress them",
+        "src/sccl_hf/batching.py",
+        "if self.suppressed:",
+        "if False:",
+        ["tests/test_span_corruption.py::test_no_engine_generates_a_sentinel"],
+    ),
+    Break(
+        "sentinels: CTranslate2 does not suppress them",
+        "src/sccl_hf/engine.py",
+        "if self.suppressed:",
+        "if False:",
+        ["tests/test_span_corruption.py::test_no_engine_generates_a_sentinel"],
+    ),
+    Break(
+        "sentinels: my_generate drops the saved suppress_tokens",
+        "modeling_chat_model.py",
+        "suppress_tokens=self.generation_config.suppress_tokens,",
+        "suppress_tokens=None,",
+        ["tests/test_span_corruption.py::test_no_engine_generates_a_sentinel"],
+    ),
+    Break(
+        "preference: prompts passed whole to the encoder (TRL's encoder-decoder path)",
+        "src/sccl_hf/seq2seq_preference.py",
+        "        if self.is_encoder_decoder:\n",
+        "        if False:\n",
+        [
+            "tests/test_preference.py::test_the_batch_decoder_inputs_start_with_pad_labels_end_in_eos_and_prompts_are_cut"
+        ],
+    ),
+    Break(
+        "preference: SimPO with CPO's NLL term by default",
+        "src/sccl_hf/seq2seq_preference.py",
+        'self.cpo_alpha = 0.0 if self.loss == "simpo" else 1.0',
+        "self.cpo_alpha = 1.0",
+        ["tests/test_preference.py::test_simpo_loss_is_the_length_normalised_margin_minus_gamma"],
+    ),
+    Break(
+        "preference: simpo mapped to CPO's sigmoid loss",
+        "src/sccl_hf/seq2seq_preference.py",
+        '"simpo": ("cpo", "simpo"),',
+        '"simpo": ("cpo", "sigmoid"),',
+        ["tests/test_preference.py::test_simpo_loss_is_the_length_normalised_margin_minus_gamma"],
+    ),
 ]
 
 

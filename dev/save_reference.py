@@ -1,6 +1,6 @@
 """Keep a finished run as a reference run under docs/reference/NAME/: each training stage's loss curve (CSV and
-PNG) and every stage's headline figures, with the commit and the machine, so a user can compare a run of their own
-with what a healthy one looks like.
+PNG) and every stage's headline figures, with the commit and the machine, and its `results.json`, so a user can compare a
+run of their own with what a healthy one looks like (`python dev/compare_reference.py runs/mini mini`).
 
     .venv/bin/python dev/save_reference.py runs/demo demo      # after `sccl demo`
 """
@@ -41,10 +41,12 @@ def main(run_dir: str, name: str) -> None:
         folder = folder_path.relative_to(run)
         seconds = record.get("elapsed_seconds", "")
         lines.append(f"| {record.get('stage')} | {folder} | `{record.get('recipe')}` | {seconds} | {figures(record)} |")
+        kept = target / str(folder).replace("/", "_")
+        kept.mkdir(exist_ok=True)
+        shutil.copy2(folder_path / "results.json", kept / "results.json")  # for dev/compare_reference.py
         for log in ("training_log.csv", "training_log.png"):
             if (folder_path / log).is_file():
-                (target / str(folder).replace("/", "_")).mkdir(exist_ok=True)
-                shutil.copy2(folder_path / log, target / str(folder).replace("/", "_") / log)
+                shutil.copy2(folder_path / log, kept / log)
     lines += ["", "Loss curves: `<stage>/training_log.csv` (every logged loss and learning rate) and its plot.", ""]
     for png in sorted(target.glob("*/training_log.png")):
         lines.append(f"![{png.parent.name}]({png.parent.name}/training_log.png)")

@@ -36,6 +36,8 @@ step run recipes/mini/dpo_data.yaml            # the SFT model's own answers as 
 step run recipes/mini/dpo.yaml                 # DPO + SFT term; reward accuracy on the held-out pairs
 step run recipes/mini/eval_ppl_dpo.yaml        # the SFT model's figures again, after DPO
 step run recipes/mini/eval_gen_dpo.yaml
+step run recipes/mini/simpo.yaml              # SimPO of the SFT model on the same pairs: no reference model
+step run recipes/mini/eval_ppl_simpo.yaml
 step run recipes/mini/ceval.yaml               # C-Eval val, zero-shot (chance: 25%)
 step run recipes/mini/ie_sft_scratch.yaml      # triple extraction from random initialisation ...
 step run recipes/mini/ie_eval_scratch.yaml

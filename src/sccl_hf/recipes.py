@@ -82,7 +82,8 @@ def _source_fields(spec: str) -> dict[str, str]:
     tree = ast.parse(_module_source(module_name).read_text(encoding="utf-8"))
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
     imported = {}  # name -> module it comes from, for bases defined elsewhere
-    for node in tree.body:
+    guarded = [n for t in tree.body if isinstance(t, ast.Try) for n in t.body]  # `try: from x import Base`
+    for node in [*tree.body, *guarded]:
         if isinstance(node, ast.ImportFrom):
             base = module_name.rsplit(".", node.level)[0] if node.level else ""
             source = ".".join(filter(None, [base, node.module]))
@@ -575,7 +576,7 @@ class ModelArguments:
     start_near_parent_loss: bool = field(
         default=True,
         metadata={"help": "the first logged loss is checked against the saved model's final loss; false when that "
-                  "model was trained on another task (the mini chain's copy warm-up): then against a new model's, "
+                  "model was trained on another task (a copy warm-up, a span corruption pretraining): then against a new model's, "
                   "ln(vocabulary size) + 1"},
     )  # fmt: skip
 
