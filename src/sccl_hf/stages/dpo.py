@@ -51,7 +51,6 @@ class PreferenceDataArguments(DataFiles):
 
 
 RECIPE_ARGUMENTS = (DPOModelArguments, PreferenceDataArguments, "trl.trainer.dpo_config:DPOConfig")
-PREFERENCE_COLUMNS = ["prompt", "chosen", "rejected"]
 
 
 def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, training_args) -> dict:
@@ -61,19 +60,15 @@ def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, trai
     from transformers import set_seed
 
     from sccl_hf import model as models
+    from sccl_hf.preference_runs import load_preference_inputs, preference_summary
     from sccl_hf.seq2seq_dpo import Seq2SeqDPOTrainer
-    from sccl_hf.tables import load_table
     from sccl_hf.training import save_trained, setup_logging, train, training_callbacks
 
     setup_logging(training_args)
     set_seed(training_args.seed)
 
     # 2. inputs: the tokenizer, the model's sequence limit (unless the recipe sets one), the preference tables
-    tokenizer = models.load_tokenizer(model_args.model_name_or_path)
-    config = models.load_config(model_args.model_name_or_path)
-    max_seq_len = models.training_max_len(config, data_args.max_seq_len)
-    train_dataset = load_table(data_args.train_paths, PREFERENCE_COLUMNS)
-    eval_dataset = load_table(data_args.eval_paths, PREFERENCE_COLUMNS) if data_args.eval_paths else None
+    tokenizer, config, max_seq_len, train_dataset, eval_dataset = load_preference_inputs(model_args, data_args)
 
     # 3. model: the policy, and the reference (a frozen copy; none for LoRA or precomputed log-probs)
     model = models.load_model(model_args.model_name_or_path, config=config)
@@ -106,10 +101,5 @@ def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, trai
     results = save_trained(trainer, training_args, tokenizer, result)
 
     # 6. summary
-    last = next((h for h in reversed(trainer.state.log_history) if "rewards/accuracies" in h), {})
-    rewards = {k: v for k, v in last.items() if k.startswith(("rewards/", "logps/"))}
-    if held_out:
-        results["held_out_rows"] = len(eval_dataset)
-        results["held_out_reward_accuracy"] = held_out.get("eval_rewards/accuracies")
-        results["held_out_reward_margin"] = held_out.get("eval_rewards/margins")
-    return {**results, "train_rows": len(train_dataset), "last_logged_rewards": rewards, "max_seq_len": max_seq_len}
+    results = preference_summary(trainer, results, held_out, eval_dataset)
+    return {**results, "train_rows": len(train_dataset), "max_seq_len": max_seq_len}

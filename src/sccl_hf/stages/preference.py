@@ -6,7 +6,7 @@ checkpoints, the loss and reward log. No reference model: one model in memory wh
 (sccl_hf.seq2seq_preference says what TRL's trainers do and what is changed for T5).
 """
 
-from sccl_hf.stages.dpo import PREFERENCE_COLUMNS, DPOModelArguments, PreferenceDataArguments
+from sccl_hf.stages.dpo import DPOModelArguments, PreferenceDataArguments
 
 # 1. arguments
 RECIPE_ARGUMENTS = (DPOModelArguments, PreferenceDataArguments, "sccl_hf.seq2seq_preference:PreferenceConfig")
@@ -18,20 +18,16 @@ def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, trai
     from transformers import set_seed
 
     from sccl_hf import model as models
+    from sccl_hf.preference_runs import load_preference_inputs, preference_summary
     from sccl_hf.seq2seq_preference import trainer_class
-    from sccl_hf.tables import load_table
     from sccl_hf.training import save_trained, setup_logging, train, training_callbacks
 
     setup_logging(training_args)
     set_seed(training_args.seed)
 
     # 2. inputs: the tokenizer, the model's sequence limit (unless the recipe sets one), the preference tables
-    tokenizer = models.load_tokenizer(model_args.model_name_or_path)
-    config = models.load_config(model_args.model_name_or_path)
-    max_seq_len = models.training_max_len(config, data_args.max_seq_len)
+    tokenizer, config, max_seq_len, train_dataset, eval_dataset = load_preference_inputs(model_args, data_args)
     training_args.max_completion_length = max_seq_len  # responses; prompts are cut by the trainer (max_seq_len)
-    train_dataset = load_table(data_args.train_paths, PREFERENCE_COLUMNS)
-    eval_dataset = load_table(data_args.eval_paths, PREFERENCE_COLUMNS) if data_args.eval_paths else None
 
     # 3. model: the policy only (the model object: TRL would load a path with AutoModelForCausalLM)
     model = models.load_model(model_args.model_name_or_path, config=config)
@@ -63,11 +59,7 @@ def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, trai
     results = save_trained(trainer, training_args, tokenizer, result)
 
     # 6. summary
-    last = next((h for h in reversed(trainer.state.log_history) if "rewards/accuracies" in h), {})
-    rewards = {k: v for k, v in last.items() if k.startswith(("rewards/", "logps/", "nll_loss", "log_odds"))}
-    if held_out:
-        results["held_out_rows"] = len(eval_dataset)
-        results["held_out_reward_accuracy"] = held_out.get("eval_rewards/accuracies")
-        results["held_out_reward_margin"] = held_out.get("eval_rewards/margins")
-    return {**results, "loss": training_args.loss, "train_rows": len(train_dataset), "last_logged_rewards": rewards,
-            "max_seq_len": max_seq_len}  # fmt: skip
+    results = preference_summary(
+        trainer, results, held_out, eval_dataset, ("rewards/", "logps/", "nll_loss", "log_odds")
+    )
+    return {**results, "loss": training_args.loss, "train_rows": len(train_dataset), "max_seq_len": max_seq_len}
