@@ -73,7 +73,6 @@ class TextToTextModel(T5ForConditionalGeneration):
             eos_token_id=self.config.eos_token_id,
             pad_token_id=self.config.pad_token_id,
             decoder_start_token_id=self.config.decoder_start_token_id,
-            suppress_tokens=self.generation_config.suppress_tokens,  # span corruption's sentinels, if any
             **settings,
         )
         extra = {"tokenizer": tokenizer} if tokenizer is not None else {}
