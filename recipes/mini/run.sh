@@ -27,7 +27,7 @@ step run recipes/mini/data_dpo.yaml            # real preference pairs, 100 held
 step run recipes/mini/ie_data.yaml             # DuIE training sentences with the seed's instruction, 500 held out
 step run recipes/mini/ie_dev.yaml              # the whole DuIE dev set
 step run recipes/mini/tokenizer.yaml           # char-level BPE, 8,000 tokens
-step run recipes/mini/pretrain.yaml            # `small` (9.4M): 3,000 steps of general text, half span corruption
+step run recipes/mini/pretrain.yaml            # `small` (9.4M): 2,500 steps of general text, half span corruption
 step run recipes/mini/eval_ppl_pretrain.yaml   # held-out general text
 step run recipes/mini/sft.yaml                 # 1,200 steps on the instructions
 step run recipes/mini/eval_ppl_sft.yaml        # held-out instructions
@@ -45,3 +45,5 @@ step run recipes/mini/ie_sft_pretrained.yaml   # ... and from the mini pretraine
 step run recipes/mini/ie_eval_pretrained.yaml  # P/R/F1 and the F1 difference with its bootstrap interval
 step report runs/mini                          # runs/mini/report.md and report.html
 echo "mini chain: done in $(( $(date +%s) - started )) s"
+# Beside the chain (issue 32's comparison, ~40 more minutes): ORPO from the pretrained model, no SFT stage:
+#   sccl run recipes/mini/orpo.yaml && sccl run recipes/mini/eval_ppl_orpo.yaml

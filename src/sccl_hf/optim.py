@@ -6,10 +6,11 @@ matrix is `min(1e-2, 1/sqrt(step)) * max(1e-3, RMS(matrix))`: the group's `lr`, 
 never read. Every update is relative to the size of what it changes. The Trainer's `optim: adafactor` is another
 optimizer: transformers' `Adafactor(scale_parameter=False, relative_step=False)` with an absolute rate.
 
-Two pieces the Trainer does not have:
-- `Seq2SeqArguments`: `Seq2SeqTrainingArguments` that accept `optim: adafactor_t5` (the stock class refuses any
-  name it does not know);
-- `RelativeStepSchedule`: a scheduler that changes nothing (the optimizer computes its own step size) but reports
+Two pieces the Trainer does not have, each a mixin (the seq2seq stages and the preference stage use them):
+- `RelativeStepOptimArgument`: training arguments that accept `optim: adafactor_t5` (the stock classes refuse any
+  name they do not know); `Seq2SeqArguments` is `Seq2SeqTrainingArguments` with it;
+- `RelativeStepMixin`: a Trainer that builds the optimizer below and its schedule;
+  its `RelativeStepSchedule` is a scheduler that changes nothing (the optimizer computes its own step size) but reports
   the relative step `min(1e-2, 1/sqrt(step))`, so the loss log's `learning_rate` shows what the optimizer used,
   times each matrix's RMS. transformers' `AdafactorSchedule` reads the optimizer's private `_get_lr`, which the
   Trainer's accelerate wrapper does not have ('AcceleratedOptimizer' object has no attribute '_get_lr').
@@ -50,9 +51,9 @@ class RelativeStepSchedule(torch.optim.lr_scheduler.LRScheduler):
 
 
 @dataclass
-class Seq2SeqArguments(Seq2SeqTrainingArguments):
-    """`Seq2SeqTrainingArguments` whose `optim` may also be `adafactor_t5` (see the module's docstring); the
-    trainer (`training.build_seq2seq_trainer`) builds that optimizer and its schedule."""
+class RelativeStepOptimArgument:
+    """Training arguments whose `optim` may also be `adafactor_t5` (see the module's docstring): mixed in before a
+    `TrainingArguments` subclass (`Seq2SeqArguments` here, the preference stage's `PreferenceConfig`)."""
 
     # a plain string: HfArgumentParser offers an enum-typed field's members only
     optim: str = field(
@@ -72,3 +73,33 @@ class Seq2SeqArguments(Seq2SeqTrainingArguments):
             )  # fmt: skip
         super().__post_init__()
         self.optim = chosen
+
+
+@dataclass
+class Seq2SeqArguments(RelativeStepOptimArgument, Seq2SeqTrainingArguments):
+    """`Seq2SeqTrainingArguments` whose `optim` may also be `adafactor_t5`; the trainer
+    (`training.build_seq2seq_trainer`) builds that optimizer and its schedule."""
+
+
+class RelativeStepMixin:
+    """For a Trainer subclass, with `optim: adafactor_t5`: transformers' Adafactor in relative mode (through the
+    Trainer's own `optimizer_cls_and_kwargs`, which Seq2SeqTrainer's and TRL's constructors do not pass on), and a
+    schedule that reports the optimizer's own relative step (`RelativeStepSchedule`) instead of scaling an `lr`
+    that the optimizer never reads."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.optim == ADAFACTOR_T5:
+            from transformers.optimization import Adafactor
+
+            self.optimizer_cls_and_kwargs = (Adafactor, ADAFACTOR_T5_KWARGS)
+            if not torch.cuda.is_available():
+                # Relative steps shrink updates as 1/sqrt(step) times each matrix's RMS: tiny second-moment factors
+                # end up as denormal floats, which x86 CPUs compute many times slower (issue 31: the span probe
+                # crawled without it).
+                torch.set_flush_denormal(True)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.args.optim == ADAFACTOR_T5:
+            self.lr_scheduler = RelativeStepSchedule(optimizer or self.optimizer)
+        return super().create_scheduler(num_training_steps, optimizer)

@@ -19,6 +19,7 @@ without them the stage stops with a message that says which TRL it found and whi
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from sccl_hf.optim import RelativeStepMixin, RelativeStepOptimArgument
 from sccl_hf.seq2seq_dpo import disable_attention_dropout
 
 try:
@@ -38,8 +39,9 @@ LOSSES = {  # loss -> (trainer, TRL's loss_type for CPOTrainer)
 
 
 @dataclass
-class PreferenceConfig(CPOConfig):
-    """TRL's `CPOConfig` with `ORPOConfig`'s one other field (`padding_value`) and the loss chosen by name.
+class PreferenceConfig(RelativeStepOptimArgument, CPOConfig):
+    """TRL's `CPOConfig` with `ORPOConfig`'s one other field (`padding_value`), the loss chosen by name and
+    `optim: adafactor_t5` (sccl_hf.optim; ORPO from a pretrained model is an SFT run, and SFT uses it).
 
     - `orpo`: Hong et al. 2024: NLL of the chosen answer + `beta` (their lambda) x the log odds-ratio term.
     - `simpo`: Meng et al. 2024: -log sigmoid(beta x (mean logp chosen - mean logp rejected) - simpo_gamma);
@@ -75,7 +77,7 @@ def trainer_class(loss: str):
     else:
         from trl.experimental.cpo import CPOTrainer as base
 
-    class Seq2SeqPreferenceTrainer(Seq2SeqPreferenceMixin, base):
+    class Seq2SeqPreferenceTrainer(Seq2SeqPreferenceMixin, RelativeStepMixin, base):
         pass
 
     Seq2SeqPreferenceTrainer.__name__ = f"Seq2Seq{base.__name__}"

@@ -18,7 +18,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
 
 from sccl_hf.errors import TrainingError
 from sccl_hf.model import copy_remote_code, prepare_for_save, save_tokenizer
-from sccl_hf.optim import ADAFACTOR_T5, ADAFACTOR_T5_KWARGS, RelativeStepSchedule
+from sccl_hf.optim import ADAFACTOR_T5, RelativeStepMixin
 from sccl_hf.tables import PackedBatchCollator
 
 logger = logging.getLogger(__name__)
@@ -530,20 +530,8 @@ def check_streaming(data_args, training_args) -> None:
     training_args.accelerator_config.dispatch_batches = False
 
 
-class RelativeStepTrainer(Seq2SeqTrainer):
-    """The stock Seq2SeqTrainer for `optim: adafactor_t5`: it builds transformers' Adafactor in relative mode (through
-    the Trainer's own `optimizer_cls_and_kwargs`, which Seq2SeqTrainer's constructor does not pass on), and its
-    schedule reports the optimizer's own relative step (`optim.RelativeStepSchedule`) instead of scaling an `lr`
-    that the optimizer never reads."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.optimizer_cls_and_kwargs = (transformers.optimization.Adafactor, ADAFACTOR_T5_KWARGS)
-
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is None and self.args.optim == ADAFACTOR_T5:
-            self.lr_scheduler = RelativeStepSchedule(optimizer or self.optimizer)
-        return super().create_scheduler(num_training_steps, optimizer)
+class RelativeStepTrainer(RelativeStepMixin, Seq2SeqTrainer):
+    """The stock Seq2SeqTrainer, with `optim: adafactor_t5` built (sccl_hf.optim)."""
 
 
 def build_seq2seq_trainer(
@@ -570,10 +558,6 @@ def build_seq2seq_trainer(
         training_args.per_device_train_batch_size = 1
         collator = PackedBatchCollator(collator)
     relative = getattr(training_args, "optim", None) == ADAFACTOR_T5
-    if relative and not torch.cuda.is_available():
-        # Relative steps shrink updates as 1/sqrt(step) times each matrix's RMS: tiny second-moment factors end up
-        # as denormal floats, which x86 CPUs compute many times slower (issue 31: the span probe crawled without it).
-        torch.set_flush_denormal(True)
     trainer = (RelativeStepTrainer if relative else Seq2SeqTrainer)(
         model=model,
         args=training_args,
