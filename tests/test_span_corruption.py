@@ -17,16 +17,16 @@ SENTINELS = list(range(1000, 1100))  # stand-in ids for the pure-function tests
 EOS = 1
 
 
-def merge_back(inputs: list[int], labels: list[int]) -> list[int]:
+def merge_back(inputs: list[int], labels: list[int], sentinels=SENTINELS) -> list[int]:
     """The text again: each sentinel of the input replaced by what follows it in the labels (written here from
     the format's definition, not with the module's code)."""
     spans, current = {}, None
     for token in labels[:-1]:
-        if token in SENTINELS:
+        if token in sentinels:
             current = spans.setdefault(token, [])
         else:
             current.append(token)
-    return [t for token in inputs[:-1] for t in (spans[token] if token in SENTINELS else [token])]
+    return [t for token in inputs[:-1] for t in (spans[token] if token in sentinels else [token])]
 
 
 def test_inputs_and_targets_merge_back_into_the_original_tokens():
@@ -159,6 +159,49 @@ def test_a_resumed_span_corruption_stream_sees_the_same_masks(sentinel_tokenizer
     shutil.copytree(tmp_path / "whole" / "checkpoint-4", tmp_path / "resumed" / "checkpoint-4")
     run(tmp_path / "resumed", "--resume_from_checkpoint", "true")
     assert logged(tmp_path / "resumed") == logged(tmp_path / "whole")[4:]
+
+
+@pytest.fixture(scope="module")
+def documents_file(tmp_path_factory):
+    """A plain text file: two documents (title line, body lines), a one-line block, a line that is not UTF-8."""
+    path = tmp_path_factory.mktemp("documents") / "documents.txt"
+    body = "，".join(RESPONSES)  # long enough to be cut into several pieces at max_seq_len 16
+    path.write_bytes(
+        f"春天\n{body}\n{RESPONSES[0]}\n\n只有一行\n\n浙江\n".encode() + b"\xff\xfe\n" + f"{RESPONSES[2]}\n".encode()
+    )
+    return path
+
+
+def test_a_text_file_gives_its_documents_cut_into_pieces_that_merge_back(sentinel_tokenizer, documents_file, caplog):
+    from sccl_hf.tables import load_table, tokenize_pairs
+
+    with caplog.at_level("WARNING"):
+        rows = load_table([documents_file], ["prompt", "response"]).to_list()
+    assert rows == [{"prompt": "春天", "response": "，".join(RESPONSES) + RESPONSES[0]},
+                    {"prompt": "浙江", "response": RESPONSES[2]}]  # fmt: skip
+    assert "a one-line document (its line is the title: no body) (line 5)" in caplog.text
+    assert "undecodable bytes (utf-8) (line 8)" in caplog.text
+
+    sentinels = sentinel_ids(sentinel_tokenizer)
+    out = tokenize_pairs(sentinel_tokenizer, 16, span_corruption_share=1.0)({k: [rows[0][k]] for k in rows[0]})
+    assert len(out["input_ids"]) > 2  # one document, several pieces
+    assert all(len(ids) <= 16 for ids in out["input_ids"] + out["labels"])
+    merged = [t for ids, labels in zip(out["input_ids"], out["labels"]) for t in merge_back(ids, labels, sentinels)]
+    text = rows[0]["prompt"] + "\n" + rows[0]["response"]
+    whole = sentinel_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert merged == whole[: len(merged)]  # in order, nothing lost but a last piece too short to hide a span in
+    assert len(whole) - len(merged) < max(2, piece_length(16) // 4)
+
+
+def test_pretrain_reads_text_files(sentinel_tokenizer_dir, documents_file, tmp_path):
+    import json
+
+    from sccl_hf.stages import run_recipe
+
+    run_recipe(DEMO_PRETRAIN, ["--preset", "tiny", "--tokenizer_dir", str(sentinel_tokenizer_dir), "--train_files",
+                               str(documents_file), "--objective", "span_corruption", "--max_seq_len", "16",
+                               *quick(tmp_path, 2, "--save_strategy", "no")])  # fmt: skip
+    assert json.loads((tmp_path / "results.json").read_text())["results"]["steps"] == 2
 
 
 def fit_to_write_sentinels(model, tokenizer, prompts: list[str], max_steps: int = 300):

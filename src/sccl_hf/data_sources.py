@@ -293,11 +293,12 @@ def _parquet_records(path: Path, part: tuple = (0, 1)) -> Iterator[tuple[int, ob
 _DOC_START = re.compile(r'<doc\b[^>]*\btitle="([^"]*)"[^>]*>')
 
 
-def _document_records(path: Path, spec: SourceSpec, bad: list) -> Iterator[tuple[int, object]]:
-    """Title and body of each document: blank-line separated blocks (text) or <doc> ... </doc> (wikiextractor)."""
+def read_documents(path: Path, bad: list, encoding: str = "utf-8", wiki: bool = False) -> Iterator[tuple[int, dict]]:
+    """(first line, {title, text}) of each document: blank-line separated blocks whose first line is the title
+    (the `text` format; also `.txt` training files, see `tables`) or <doc> ... </doc> (wikiextractor). Undecodable
+    lines are reported in `bad` as (line, reason, raw)."""
     title, body, start = None, [], 0
-    wiki = spec.format == "wikiextractor"
-    for number, line in _decoded_lines(path, spec.encoding, bad):
+    for number, line in _decoded_lines(path, encoding, bad):
         text = line.strip()
         if wiki:
             match = _DOC_START.match(text)
@@ -342,7 +343,7 @@ def _raw_records(path: Path, spec: SourceSpec, bad: list, part: tuple = (0, 1)) 
         raise ValueError(f"{spec.format} files are read whole, by one task")
     if spec.format in ("csv", "tsv"):
         return _csv_records(path, spec, bad)
-    return _document_records(path, spec, bad)
+    return read_documents(path, bad, spec.encoding, spec.format == "wikiextractor")
 
 
 class _MissingField(KeyError):

@@ -485,17 +485,25 @@ class RunArguments:
 class DataFiles:
     """Training and evaluation files: lists of files, directories or globs, resolved (or refused) at parse time."""
 
-    train_files: list[str] = field(default_factory=list, metadata={"help": "parquet/jsonl files, directories or globs"})
+    train_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "parquet/jsonl files (pretrain, sft: .txt documents too), directories or globs"},
+    )
     eval_files: list[str] = field(default_factory=list, metadata={"help": "held-out files for evaluation"})
+    file_suffixes = (".parquet", ".jsonl", ".json")  # a class attribute, not a recipe key
 
     def __post_init__(self):
-        self.train_paths = required_files(self.train_files, "train_files")
-        self.eval_paths = resolve_files(self.eval_files, "eval_files")
+        self.train_paths = required_files(self.train_files, "train_files", self.file_suffixes)
+        self.eval_paths = resolve_files(self.eval_files, "eval_files", self.file_suffixes)
 
 
 @dataclass
 class DataArguments(DataFiles):
-    """Where the prompt/response tables are and how to read them."""
+    """Where the prompt/response tables are and how to read them. Plain `.txt` files are documents, as the data
+    stage's `text` format reads them (blank-line separated, the first line the title, the rest the body): title ->
+    body pairs, or one text each for span corruption (`tables.load_table`)."""
+
+    file_suffixes = (".parquet", ".jsonl", ".json", ".txt")
 
     prompt_column: str = "prompt"
     response_column: str = "response"

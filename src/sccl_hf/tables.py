@@ -1,4 +1,5 @@
-"""Reading prompt/response (and prompt/chosen/rejected) tables from parquet, JSON lines or JSON arrays.
+"""Reading prompt/response (and prompt/chosen/rejected) tables from parquet, JSON lines or JSON arrays, and
+documents from plain text files (title -> body).
 
 Bad rows never stop a run: a null, empty or non-string field, a line that is not valid UTF-8 or not valid JSON,
 or a JSON value that is not an object is skipped and counted under its reason, with the file and line, whether
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sccl_hf import span_corruption
+from sccl_hf.data_sources import read_documents
 from sccl_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ def check_columns(paths: list[Path], columns: list[str]) -> None:
     """Raise naming the first file that lacks one of `columns` (reads only parquet metadata / a first row), or
     that cannot be read at all."""
     for path in paths:
+        if path.suffix == ".txt":  # documents: title and body become the two columns (`_iter_text_rows`)
+            continue
         if path.suffix == ".parquet":
             names = set(parquet_file(path).schema_arrow.names)
         else:
@@ -113,6 +117,19 @@ def _iter_json_rows(path: Path, skipped: SkippedRows) -> Iterator[tuple[str, dic
             yield place, row
 
 
+def _iter_text_rows(path: Path, columns: list[str], skipped: SkippedRows) -> Iterator[tuple[str, dict]]:
+    """(place, row) for each document of a plain text file, read as the data stage's `text` format reads it: the
+    title in the first column (prompt), the body in the second (response). Span corruption joins them again."""
+    bad = []
+    for number, document in read_documents(path, bad):
+        if document["text"].strip():
+            yield f"line {number}", {columns[0]: document["title"], columns[1]: document["text"]}
+        else:
+            skipped.add(path, "a one-line document (its line is the title: no body)", f"line {number}")
+    for number, reason, _ in bad:
+        skipped.add(path, reason, f"line {number}")
+
+
 def _shards(paths: list[Path]) -> list[tuple[str, int]]:
     """(file, parquet row group) pairs; a JSON-lines file is one shard (row group -1)."""
     shards = []
@@ -130,6 +147,8 @@ def _iter_shard_rows(path: str, row_group: int, columns: list[str], skipped: Ski
         first = sum(parquet_file(Path(path)).metadata.row_group(g).num_rows for g in range(row_group))
         for index, row in enumerate(table.to_pylist()):
             yield f"row {first + index}", row
+    elif path.endswith(".txt"):
+        yield from _iter_text_rows(Path(path), columns, skipped)
     else:
         yield from _iter_json_rows(Path(path), skipped)
 
