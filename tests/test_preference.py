@@ -155,6 +155,44 @@ def test_a_run_saves_a_model_that_loads_and_resumes(recipe, tiny_model_dir, pair
     assert json.loads((tmp_path / "resumed" / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
 
 
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes_with_the_relative_step_optimizer(
+    tiny_model_dir, pairs_file, tmp_path
+):
+    """`recipes/run.py` of the ORPO recipe with `optim: adafactor_t5` (the mini ORPO recipe's), interrupted as a
+    terminal's Ctrl+C would: exit 130 and one checkpoint holding the relative-step Adafactor's state; started again
+    with `--resume_from_checkpoint true`, it goes on from that step."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    args = [sys.executable, str(ROOT / "recipes" / "run.py"), str(DEMO / "orpo.yaml"), "--model_name_or_path",
+            str(tiny_model_dir), "--train_files", str(pairs_file), "--optim", "adafactor_t5"]  # fmt: skip
+    process = subprocess.Popen([*args, *quick(tmp_path, 100_000, "--save_strategy", "no")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    log = tmp_path / "training_log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-3000:]
+    (checkpoint,) = tmp_path.glob("checkpoint-*")
+    step = int(checkpoint.name.split("-")[1])
+    group = torch.load(checkpoint / "optimizer.pt", weights_only=False)["param_groups"][0]
+    assert group["relative_step"] and group["scale_parameter"]
+    assert "--resume_from_checkpoint true" in output and not (tmp_path / "model.safetensors").exists()
+
+    resumed = subprocess.run([*args, *quick(tmp_path, step + 2, "--save_strategy", "no"), "--resume_from_checkpoint",
+                              "true"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert logged_steps(tmp_path)[-3:] == [step, step + 1, step + 2]
+    assert json.loads((tmp_path / "results.json").read_text())["results"]["steps"] == step + 2
+
+
 def test_rows_with_an_empty_answer_are_left_out_and_named(tiny_model_dir, tmp_path, caplog):
     rows = [
         *PAIRS,

@@ -78,6 +78,11 @@ def test_the_card_shows_the_figures_of_the_results_files(sft_run, trained_model_
         results = json.loads((sft_run / "eval" / stage / "results.json").read_text())["results"]
         shown = {m: v for (s, m), v in rows.items() if s == stage}
         assert shown and all(round(results[m], 4) == v for m, v in shown.items()), (stage, shown)
+    # the same figures as the Hub's model-index metadata, read back by huggingface_hub's own parser
+    from huggingface_hub import ModelCard
+
+    indexed = {(r.dataset_name.split(" ")[0], r.metric_type): r.metric_value for r in ModelCard(card).data.eval_results}
+    assert indexed == rows
     # How it was made: the pretraining recipe, then SFT, each with its steps and final loss.
     sft = json.loads((sft_run / "sft" / "results.json").read_text())["results"]
     pretrain = json.loads((trained_model_dir / "results.json").read_text())["results"]
@@ -194,4 +199,5 @@ def test_push_to_hub_in_a_training_recipe_uses_the_trainers_push(tmp_path, train
         assert run.returncode == 0, run.stderr[-3000:]
         files = hub.repos["tester/trained"].branches["main"]
         assert MODEL_FILES <= set(files)  # the finished folder, remote code and tokenizer included
-        assert files["README.md"].decode().startswith("---\nlicense: apache-2.0")  # our card, not the Trainer's
+        card = files["README.md"].decode()  # our card, not the Trainer's
+        assert card.startswith("---\n") and "license: apache-2.0" in card.split("---")[1] and "sccl-hf" in card

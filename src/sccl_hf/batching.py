@@ -15,7 +15,7 @@ How the batch is kept:
   padding, and the row of a request that left is dropped.
 - One step runs the decoder on every row's last token. Then each row picks its next token with its own settings:
   greedy, or sampling with its temperature, top-k and top-p, each optionally with repetition_penalty and
-  no_repeat_ngram_size (`next_token_scores`, checked against transformers' logits processors). A sampling request
+  no_repeat_ngram_size (transformers' logits processors, applied row by row: `next_token_scores`). A sampling request
   with a `seed` draws from its own random generator, so its answer does not depend on the other rows.
 
 Greedy answers are the ones `my_generate` gives for the request alone. Beam and contrastive search are not
@@ -29,11 +29,21 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
+from modeling_chat_model import SEARCH_SETTINGS
 from sccl_hf.engine import Generation, IncrementalText
 
 BATCHED_SEARCH = ("greedy", "sampling")
-SAMPLING_DEFAULTS = dict(top_k=50, top_p=0.8, temperature=0.98, no_repeat_ngram_size=4)  # my_generate's `sampling`
+# my_generate's `sampling` settings (modeling_chat_model.SEARCH_SETTINGS, written once there)
+SAMPLING_DEFAULTS = {k: v for k, v in SEARCH_SETTINGS["sampling"].items() if k not in ("do_sample", "num_beams")}
 
 
 @dataclass
@@ -270,38 +280,33 @@ class BatchedGenerator:
         return int(torch.multinomial(scores.softmax(-1), 1, generator=request.settings.get("generator")))
 
 
-def next_token_scores(logits: torch.Tensor, history: list[int], settings: dict) -> torch.Tensor:
-    """One row's next-token scores after its repetition controls (and, sampling, its temperature, top-k and
-    top-p): what transformers' logits processors and warpers give for the same row alone, in the same order
-    (tests/test_batching.py compares them). `history`: the decoder's input so far, start token included.
-    Hand-written because the processors work on whole batches with one setting for all rows, and each request
-    here brings its own."""
-    logits = logits.clone()
+def logits_processors(settings: dict) -> LogitsProcessorList:
+    """transformers' logits processors and warpers for one request's settings, in generate's order: repetition
+    penalty, n-gram blocking, then (sampling) temperature, top-k and top-p; a warper whose setting changes nothing
+    is left out, as generate leaves it out."""
+    processors = LogitsProcessorList()
     if settings.get("repetition_penalty", 1.0) != 1.0:
-        seen = torch.tensor(sorted(set(history)), device=logits.device)
-        scores = logits[seen]
-        penalty = settings["repetition_penalty"]
-        logits[seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
-    n = settings.get("no_repeat_ngram_size") or 0
-    if n and len(history) >= n:
-        prefix = tuple(history[len(history) - n + 1 :])
-        banned = {history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i : i + n - 1]) == prefix}
-        if banned:
-            logits[list(banned)] = -float("inf")
-    if not settings.get("sample"):
+        processors.append(RepetitionPenaltyLogitsProcessor(settings["repetition_penalty"]))
+    if settings.get("no_repeat_ngram_size"):
+        processors.append(NoRepeatNGramLogitsProcessor(settings["no_repeat_ngram_size"]))
+    if settings.get("sample"):
+        processors.append(TemperatureLogitsWarper(settings.get("temperature", 1.0)))
+        if settings.get("top_k"):
+            processors.append(TopKLogitsWarper(settings["top_k"]))
+        if settings.get("top_p", 1.0) < 1.0:
+            processors.append(TopPLogitsWarper(settings["top_p"]))
+    return processors
+
+
+def next_token_scores(logits: torch.Tensor, history: list[int], settings: dict) -> torch.Tensor:
+    """One row's next-token scores after its request's `logits_processors`. The processors take a batch with one
+    setting for all rows; each request here brings its own, so each row goes through them alone.
+    `history`: the decoder's input so far, start token included."""
+    processors = logits_processors(settings)
+    if not processors:
         return logits
-    logits = logits / max(settings.get("temperature", 1.0), 1e-5)
-    top_k = settings.get("top_k") or 0
-    if top_k:
-        threshold = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-        logits[logits < threshold] = -float("inf")
-    top_p = settings.get("top_p", 1.0)
-    if top_p < 1.0:
-        ordered, indices = torch.sort(logits, descending=True)
-        cumulative = ordered.softmax(-1).cumsum(-1)
-        remove = cumulative - ordered.softmax(-1) > top_p  # keep the smallest set reaching top_p
-        logits[indices[remove]] = -float("inf")
-    return logits
+    history_ids = torch.tensor([history], device=logits.device)
+    return processors(history_ids, logits.clone().unsqueeze(0))[0]
 
 
 def _pad(tensor: torch.Tensor, dim: int, width: int) -> torch.Tensor:

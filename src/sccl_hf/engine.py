@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import TextStreamer
 
+from modeling_chat_model import SEARCH_SETTINGS
 from sccl_hf.model import load_model, load_tokenizer, model_max_len
 from sccl_hf.span_corruption import sentinel_ids
 
@@ -64,7 +65,12 @@ class IncrementalText:
     """The text of a growing answer, handed over in pieces that never change afterwards: joined, the pieces are the
     final decode. A piece waits while the answer ends in a byte-fallback token (a run of <0x..> tokens decodes as
     one, and a run that is not valid UTF-8 turns every byte of it into U+FFFD, so a decode that looked clean can
-    still change) or in a character split over byte-level tokens (a trailing U+FFFD)."""
+    still change) or in a character split over byte-level tokens (a trailing U+FFFD).
+
+    Hand-written, not `tokenizers.decoders.DecodeStream` (tried, issue 33): DecodeStream hands over 兴 after its
+    three valid byte tokens, and when a fourth byte starts a character that never completes, the run decodes as
+    four U+FFFD and it raises "Invalid prefix encountered while decoding stream" (tokenizers 0.23;
+    tests/test_batching.py's byte-run case)."""
 
     def __init__(self, tokenizer):
         self.tokenizer, self.byte_ids = tokenizer, byte_fallback_ids(tokenizer)
@@ -245,18 +251,22 @@ class Engine:
 
 CT2_MARKER = "sccl_ct2.json"  # written by stage export_ct2 beside CTranslate2's own files
 
-# The search types in CTranslate2's terms. Greedy is exact; beam and sampling use the same beam count, top-k,
-# top-p, temperature and n-gram blocking as `my_generate`, but CTranslate2's length penalty and stopping rules
-# are its own. Contrastive search has no CTranslate2 counterpart.
-CT2_SEARCH = {
-    "greedy": dict(beam_size=1, sampling_topk=1),
-    "beam": dict(beam_size=5, no_repeat_ngram_size=4),
-    "sampling": dict(
-        beam_size=1, sampling_topk=50, sampling_topp=0.8, sampling_temperature=0.98, no_repeat_ngram_size=4
-    ),
-}
+# The search types in CTranslate2's terms, from `my_generate`'s settings (modeling_chat_model.SEARCH_SETTINGS, the
+# one place they are written). Greedy is exact; beam and sampling use the same beam count, top-k, top-p,
+# temperature and n-gram blocking, but CTranslate2's length penalty and stopping rules are its own. Contrastive
+# search has no CTranslate2 counterpart.
 CT2_OVERRIDES = {"temperature": "sampling_temperature", "top_p": "sampling_topp", "top_k": "sampling_topk",
                  "repetition_penalty": "repetition_penalty", "no_repeat_ngram_size": "no_repeat_ngram_size"}  # fmt: skip
+CT2_SEARCH = {
+    "greedy": dict(beam_size=1, sampling_topk=1),
+    "beam": dict(
+        beam_size=SEARCH_SETTINGS["beam"]["num_beams"],
+        no_repeat_ngram_size=SEARCH_SETTINGS["beam"]["no_repeat_ngram_size"],
+    ),
+    "sampling": dict(
+        beam_size=1, **{CT2_OVERRIDES[k]: v for k, v in SEARCH_SETTINGS["sampling"].items() if k in CT2_OVERRIDES}
+    ),
+}
 
 
 def is_ct2_folder(folder) -> bool:

@@ -9,18 +9,22 @@ HubApi), which skip files the hub already holds, so an interrupted push run agai
 
 import fnmatch
 import json
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
 
 from sccl_hf.errors import SCCLError
 from sccl_hf.model_folder import MODEL_FILE_PATTERNS
 
 HUBS = ("hf", "modelscope")
 EVAL_STAGES = ("eval_gen", "eval_ppl", "eval_choice", "eval_ie")
+TASK_TYPES = {"eval_choice": "multiple-choice"}  # the others score generated or scored text: text2text-generation
 
 
 class PublishError(SCCLError):
@@ -113,24 +117,46 @@ def evaluation_rows(evaluation: dict) -> list[tuple[str, str, str]]:
     return [(label, key, _figure(results[key])) for key in keys if key in results]
 
 
+def eval_results(found: list[dict]) -> list[EvalResult]:
+    """The evaluations as the Hub's `model-index` metadata (shown on the model page, searchable): one result per
+    figure of the card's evaluation table, the same numbers."""
+    results = []
+    for evaluation in found:
+        for label, metric, value in evaluation_rows(evaluation):
+            results.append(
+                EvalResult(
+                    task_type=TASK_TYPES.get(evaluation["stage"], "text2text-generation"),
+                    dataset_type=evaluation["results"].get("benchmark") or evaluation["folder"].name,
+                    dataset_name=label,
+                    metric_type=metric.split(" ")[0],
+                    metric_name=metric,
+                    metric_value=float(value),
+                )
+            )
+    return results
+
+
 def model_card(
     folder: Path, repo_id: str, license: str = "apache-2.0", datasets: list[str] = (), eval_search=None
 ) -> str:
-    """README.md for the repository: front matter (license, language, library, tags, datasets), then size and
-    architecture, the stages and data that made the model, its evaluation results and how to use it."""
+    """README.md for the repository (`huggingface_hub.ModelCard`): metadata (license, language, library, tags,
+    datasets, the evaluation results as `model-index`), then size and architecture, the stages and data that made
+    the model, its evaluation results and how to use it."""
     folder = Path(folder)
     config = _read(folder / "config.json")
-    front = {
-        "license": license,
-        "language": ["zh"],
-        "library_name": "transformers",
-        "pipeline_tag": "text2text-generation",
-        "tags": ["t5", "text2text-generation", "chinese", "chat", "sccl-hf"],
-    }
-    if datasets:
-        front["datasets"] = list(datasets)
+    found = evaluations(folder, eval_search)
+    card_data = ModelCardData(
+        license=license,
+        language=["zh"],
+        library_name="transformers",
+        pipeline_tag="text2text-generation",
+        tags=["t5", "text2text-generation", "chinese", "chat", "sccl-hf"],
+        datasets=list(datasets) or None,
+        model_name=repo_id,
+        eval_results=eval_results(found) or None,
+    )
     parameters = parameter_count(folder)
-    lines = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "", f"# {repo_id}", ""]
+    lines = ["---", card_data.to_yaml(), "---", "", f"# {repo_id}", ""]
     lines += [
         "A Chinese text-to-text chat model (T5 encoder-decoder) trained from scratch with sccl-hf's recipes, the "
         "way [ChatLM-mini-Chinese](https://github.com/charent/ChatLM-mini-Chinese) trained its 0.2B model.",
@@ -161,7 +187,6 @@ def model_card(
                 f"| {recipe.get('stage')} | {data} | {results.get('steps', '-')} | "
                 f"{_figure(results['final_loss']) if results.get('final_loss') is not None else '-'} |"
             )
-    found = evaluations(folder, eval_search)
     if found:
         lines += ["", "## Evaluation", "", "| evaluation | metric | value |", "|---|---|---|"]
         lines += [f"| {e} | {m} | {v} |" for evaluation in found for e, m, v in evaluation_rows(evaluation)]
@@ -183,25 +208,16 @@ def model_card(
         "`modelscope.snapshot_download` and load the folder the same way.",
         "",
     ]
-    return "\n".join(lines)
+    return str(ModelCard("\n".join(lines)))
 
 
 def parameter_count(folder: Path) -> int:
     """Parameters in the folder's safetensors files, read from their headers (nothing loaded; a tied matrix
     stored once counts once)."""
-    import struct
-
     total = 0
     for path in Path(folder).glob("*.safetensors"):
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-        for name, tensor in header.items():
-            if name != "__metadata__":
-                count = 1
-                for dim in tensor["shape"]:
-                    count *= dim
-                total += count
+        with safe_open(path, "np") as f:
+            total += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
     return total
 
 
