@@ -211,11 +211,12 @@ def test_a_stream_without_a_fitting_position_is_replayed_with_a_warning(saved, p
 
 
 def test_two_process_streaming_pretrain_saves_a_model_and_resumes_exactly(tokenizer_dir, sharded_pretrain, tmp_path):
-    """Launched the way users launch with a preset: sccl run ... --accelerate_config cpu_two_processes."""
+    """Launched the way users launch with a preset: sccl run ... --accelerate_config cpu_two_processes; with the
+    seed's optimizer (`adafactor_t5`), whose state must come back for the losses to match."""
 
     def launch(output_dir, *extra):
         command = [sys.executable, "-m", "sccl_hf.cli", "run", str(DEMO / "pretrain.yaml"), "--accelerate_config",
-                   "cpu_two_processes", "--main_process_port", "29518",
+                   "cpu_two_processes", "--main_process_port", "29518", "--optim", "adafactor_t5",
                    *streaming_overrides(tokenizer_dir, sharded_pretrain, output_dir, *extra)]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -237,6 +238,8 @@ def test_two_process_streaming_pretrain_saves_a_model_and_resumes_exactly(tokeni
     result = launch(resumed, "--resume_from_checkpoint", "true")
     assert (result.stdout + result.stderr).count("resuming the stream at its saved position (step 4)") == 2
     assert logged(resumed) == logged(whole)[4:]
+    with open(whole / "training_log.csv") as f:
+        assert {float(r["learning_rate"]) for r in csv.DictReader(f) if r.get("loss")} == {1e-2}  # the relative step
 
 
 def test_streaming_without_max_steps_is_an_error(tokenizer_dir, demo_data, tmp_path):

@@ -280,14 +280,16 @@ def load_engine(model_dir, device: str = "auto", engine: str = "torch", threads:
     export_ct2) is recognised whatever `engine` says; `ct2` with a plain model folder converts it once into a cache
     inside it (`ct2_cache`). `lanes`: how many CTranslate2 batches decode at once (its `inter_threads`)."""
     from sccl_hf.errors import ModelFolderError
+    from sccl_hf.model_folder import local_model_dir
 
     if engine not in ("torch", "ct2"):
         raise ModelFolderError(f"engine: must be torch or ct2, got '{engine}'")
-    if is_ct2_folder(model_dir):
-        return CT2Engine.load(model_dir, device, threads, lanes)
+    folder = str(local_model_dir(model_dir))  # a hub reference resolved once, here
+    if is_ct2_folder(folder):
+        return CT2Engine.load(folder, device, threads, lanes)
     if engine == "ct2":
-        return CT2Engine.load(ct2_cache(model_dir, device), device, threads, lanes)
-    return Engine.load(model_dir, device)
+        return CT2Engine.load(ct2_cache(folder, device), device, threads, lanes)
+    return Engine.load(folder, device)
 
 
 CT2_CACHE = ".ct2"  # inside a model folder: <quantization>/, one CTranslate2 folder per quantization

@@ -298,11 +298,11 @@ def split_overrides(overrides: list[str]) -> dict:
     return values
 
 
-def check_recipe(path: str | Path, overrides: list[str], specs: tuple) -> dict:
+def check_recipe(path: str | Path, overrides: list[str], specs: tuple, recipe: dict | None = None) -> dict:
     """The fast check (nothing heavy imported): keys, value types, nulls and the project's own dataclasses
     (which check their input files). Returns the merged {key: value} of the recipe and its overrides, each value
-    converted to its field's type."""
-    recipe = read_recipe(path)
+    converted to its field's type. `recipe`: the file's contents when the caller has read it already."""
+    recipe = dict(read_recipe(path) if recipe is None else recipe)
     recipe.pop("stage")
     known = recipe_fields(specs)
     given = split_overrides(overrides)
@@ -379,11 +379,11 @@ def _device_defaults(dataclass_types: tuple) -> list[str]:
     return []
 
 
-def parse_recipe(path: str | Path, overrides: list[str], specs: tuple) -> tuple:
+def parse_recipe(path: str | Path, overrides: list[str], specs: tuple, recipe: dict | None = None) -> tuple:
     """Check the recipe (fast), then build instances of the stage's argument classes with HfArgumentParser.
-    Overrides win over the YAML."""
-    values = check_recipe(path, overrides, specs)
-    recipe = read_recipe(path)
+    Overrides win over the YAML. `recipe`: the file's contents when the caller has read it already."""
+    recipe = dict(read_recipe(path) if recipe is None else recipe)
+    values = check_recipe(path, overrides, specs, recipe)
     recipe.pop("stage")
     override_keys = list(split_overrides(overrides))
     dataclass_types = tuple(load_argument_class(spec) for spec in specs)
@@ -411,9 +411,9 @@ def parse_recipe(path: str | Path, overrides: list[str], specs: tuple) -> tuple:
     return tuple(parsed)
 
 
-def resolved_recipe(path: str | Path, overrides: list[str], instances: tuple) -> dict:
+def resolved_recipe(path: str | Path, overrides: list[str], instances: tuple, recipe: dict | None = None) -> dict:
     """The recipe as it ran: `stage:` and every key of the recipe or its overrides, with the parsed value."""
-    recipe = read_recipe(path)
+    recipe = read_recipe(path) if recipe is None else recipe
     keys = [k for k in recipe if k != "stage"] + [k for k in split_overrides(overrides) if k not in recipe]
     resolved = {"stage": recipe["stage"]}
     for key in keys:
@@ -617,13 +617,6 @@ class EvalTableArguments:
             raise FileNotFoundError(problem)
         self.eval_paths = required_files(self.eval_files, "eval_files")
 
-    def rows(self) -> list[dict]:
-        """The table's prompt/response rows (bad rows skipped and counted), the first `max_rows` of them."""
-        from sccl_hf.tables import load_table
-
-        rows = load_table(self.eval_paths, ["prompt", "response"]).to_list()
-        return rows[: self.max_rows] if self.max_rows else rows
-
 
 @dataclass
 class GenerationTableArguments(EvalTableArguments):
@@ -635,13 +628,3 @@ class GenerationTableArguments(EvalTableArguments):
     stop: list[str] = field(
         default_factory=list, metadata={"help": "end an answer at the first of these strings, kept (eval_ie: ')]')"}
     )
-
-    def answers(self, rows: list[dict]) -> list:
-        """Each row's answer (`engine.Answer`: text, tokens, ended), generated in batches with a progress bar."""
-        from sccl_hf.engine import load_engine
-
-        engine = load_engine(self.model_name_or_path, self.device, self.engine)
-        prompts = [r["prompt"] for r in rows]
-        return engine.answer(
-            prompts, self.search_type, self.max_new_tokens or None, self.batch_size, progress=True, stop=self.stop
-        )

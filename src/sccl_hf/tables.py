@@ -239,6 +239,13 @@ def mask_spans(ids: list[int], mask_id: int, rng: random.Random, density: float 
     return out + eos
 
 
+def table_rows(paths: list[Path], columns=("prompt", "response"), max_rows: int = 0) -> list[dict]:
+    """The table's rows (bad rows skipped and counted), the first `max_rows` of them (0: all): what an
+    evaluation reads."""
+    rows = load_table(paths, list(columns)).to_list()
+    return rows[:max_rows] if max_rows else rows
+
+
 def tokenize_pairs(
     tokenizer,
     max_seq_len: int,

@@ -110,18 +110,19 @@ def run_recipe(recipe_path: str | Path, overrides: list[str]) -> dict:
     started = time.perf_counter()
     try:
         recipe_path = find_recipe(recipe_path)
-        stage = read_recipe(recipe_path)["stage"]
+        recipe = read_recipe(recipe_path)  # read once: the check, the parse and the record below use it
+        stage = recipe["stage"]
         module = import_stage(stage, str(recipe_path))
         if "-h" in overrides or "--help" in overrides:
             print(stage_help(stage))
             raise SystemExit(0)
-        *arguments, run_arguments = parse_recipe(recipe_path, overrides, argument_specs(module))
+        *arguments, run_arguments = parse_recipe(recipe_path, overrides, argument_specs(module), recipe)
         output = output_location(arguments)
         guard_output(output, arguments, run_arguments.overwrite_output_dir)
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
-    resolved = resolved_recipe(recipe_path, overrides, (*arguments, run_arguments))
+    resolved = resolved_recipe(recipe_path, overrides, (*arguments, run_arguments), recipe)
     if output is not None and is_main_process():
         output.mkdir(parents=True, exist_ok=True)
         (output / "recipe.yaml").write_text(yaml.safe_dump(resolved, allow_unicode=True, sort_keys=False))

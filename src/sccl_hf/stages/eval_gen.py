@@ -25,13 +25,17 @@ RECIPE_ARGUMENTS = (GenerationEvalArguments,)
 def main(args: GenerationEvalArguments) -> dict:
     import json
 
+    from sccl_hf.engine import load_engine
     from sccl_hf.metrics import bleu4_chars, exact_match, markdown_table, normalize_answer, rouge_l_chars
+    from sccl_hf.tables import table_rows
 
     # 2. inputs
-    rows = args.rows()
+    rows = table_rows(args.eval_paths, max_rows=args.max_rows)
     # 3-4. model and work: the model (torch or CTranslate2) answers in batches
     print(f"eval_gen: answering {len(rows)} prompts in batches of {args.batch_size} ...", flush=True)
-    answers = args.answers(rows)
+    engine = load_engine(args.model_name_or_path, args.device, args.engine)
+    answers = engine.answer([r["prompt"] for r in rows], args.search_type, args.max_new_tokens or None,
+                            args.batch_size, progress=True, stop=args.stop)  # fmt: skip
     texts, references = [a.text for a in answers], [r["response"] for r in rows]
     results = {
         "exact_match": exact_match(texts, references),

@@ -39,11 +39,13 @@ def main(args: TripleEvalArguments) -> dict:
     import json
     import logging
 
+    from sccl_hf.engine import load_engine
     from sccl_hf.metrics import markdown_table
+    from sccl_hf.tables import table_rows
     from sccl_hf.triples import TripleScores, entities_in_sentence, parse_triples, status_counts
 
     # 2. inputs: the references are parsed with the same parser as the answers
-    rows = args.rows()
+    rows = table_rows(args.eval_paths, max_rows=args.max_rows)
     references = [parse_triples(r["response"]) for r in rows]
     unreadable = sum(p.status != "ok" for p in references)
     if unreadable:
@@ -52,7 +54,9 @@ def main(args: TripleEvalArguments) -> dict:
         )
     # 3-4. model and work: the model (torch or CTranslate2) answers in batches
     print(f"eval_ie: extracting triples from {len(rows)} sentences in batches of {args.batch_size} ...", flush=True)
-    answers = args.answers(rows)
+    engine = load_engine(args.model_name_or_path, args.device, args.engine)
+    answers = engine.answer([r["prompt"] for r in rows], args.search_type, args.max_new_tokens or None,
+                            args.batch_size, progress=True, stop=args.stop)  # fmt: skip
     parsed = [parse_triples(a.text) for a in answers]
     scores = TripleScores()
     for prediction, reference in zip(parsed, references):

@@ -31,9 +31,10 @@ def main(args: PerplexityEvalArguments) -> dict:
     from sccl_hf.metrics import markdown_table
     from sccl_hf.model import load_model, load_tokenizer
     from sccl_hf.scoring import score_responses
+    from sccl_hf.tables import table_rows
 
     # 2. inputs
-    rows = args.rows()
+    rows = table_rows(args.eval_paths, max_rows=args.max_rows)
     # 3. model
     device, dtype = pick_device(args.device)
     model, tokenizer = (
