@@ -20,9 +20,11 @@ scored by the decoder. Two scoring methods, same prompts:
 """
 
 import csv
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from sccl_hf.errors import SCCLError
 from sccl_hf.eval_subjects import CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_CHINA_SPECIFIC, CMMLU_SUBJECTS
@@ -163,8 +165,6 @@ class SubjectResult:
 
 def run_harness(lm, tasks: list[dict], num_fewshot: int, limit: int | None, seed: int) -> tuple[dict, dict]:
     """Run the harness on `tasks`; returns ({task: [per-question samples]}, the harness's results dict)."""
-    import functools
-    from unittest import mock
 
     import lm_eval.api.task
     from lm_eval import evaluator

@@ -8,11 +8,14 @@ picks one.
 """
 
 import functools
+import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import TextStreamer
@@ -270,7 +273,6 @@ CT2_SEARCH = {
 
 
 def is_ct2_folder(folder) -> bool:
-    from pathlib import Path
 
     return (Path(folder) / CT2_MARKER).is_file()
 
@@ -299,9 +301,6 @@ def convert_to_ct2(model_dir, output_dir, quantization: str = "int8", weights_sh
     """Convert a model folder for CTranslate2: `model.bin` and its vocabulary in `output_dir`, with the tokenizer
     and `sccl_ct2.json` (the source, the quantization, max_seq_len, the source's weights fingerprint; pass
     `weights_sha256` when it is already known, so the weights are not read twice)."""
-    import json
-    import tempfile
-    from pathlib import Path
 
     from ctranslate2.converters import TransformersConverter
 
@@ -337,8 +336,6 @@ def ct2_cache(model_dir, device: str = "auto") -> str:
     """The CTranslate2 folder for a plain model folder: `<model>/.ct2/<quantization>` (int8 on CPU, float16 on
     GPU), converted on first use and reused while the folder's weights are the ones it was converted from (their
     sha256 is kept in it); says which it did."""
-    import json
-    from pathlib import Path
 
     import ctranslate2
 
@@ -383,8 +380,6 @@ class CT2Engine:
 
     @classmethod
     def load(cls, folder, device: str = "auto", threads: int = 0, lanes: int = 1) -> "CT2Engine":
-        import json
-        from pathlib import Path
 
         import ctranslate2
 

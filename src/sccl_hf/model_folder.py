@@ -8,6 +8,8 @@ or ModelScope's `snapshot_download`. The endpoints come from the libraries' own 
 `MODELSCOPE_DOMAIN`), the tokens from theirs (`HF_TOKEN`, `MODELSCOPE_API_TOKEN`) or their logins.
 """
 
+import argparse
+import hashlib
 import re
 from pathlib import Path
 
@@ -90,7 +92,6 @@ def local_model_dir(reference: str | Path, hub: str | None = None, revision: str
 
 def existing_model_folder(text: str) -> str:
     """An argparse type for `--model`: a folder or a hub id, refused at once (before anything loads) otherwise."""
-    import argparse
 
     if model_reference_problem(text, "--model"):
         raise argparse.ArgumentTypeError(
@@ -111,7 +112,6 @@ def resolve_model_argument(parser, reference: str, hub: str) -> str:
 
 def weights_fingerprint(model_dir) -> str:
     """sha256 of the model's weight files: the same only for the same weights."""
-    import hashlib
 
     digest = hashlib.sha256()
     for path in sorted(Path(local_model_dir(model_dir)).glob("*.safetensors")):

@@ -25,6 +25,8 @@ import logging
 import multiprocessing
 import os
 import sys
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -290,7 +292,6 @@ class WordCounter:
     always kept."""
 
     def __init__(self, max_words: int = 2_000_000):
-        from collections import Counter
 
         self.characters, self.words = Counter(), Counter()
         self.max_words, self.error_bound, self.prunings, self.total_words = max_words, 0, 0, 0
@@ -316,7 +317,6 @@ class WordCounter:
 def count_words(args) -> WordCounter:
     """Characters and jieba words of the corpus, NFKC-normalised as the tokenizer normalises (pieces the
     tokenizer's pre-tokenizer would split, such as words with digits or punctuation, are not words here)."""
-    import unicodedata
 
     if args.jieba_user_dict:
         jieba.load_userdict(args.jieba_user_dict)

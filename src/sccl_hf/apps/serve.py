@@ -19,6 +19,11 @@ import asyncio
 import hmac
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -586,10 +591,6 @@ class LocalServer:
     `with LocalServer(model_dir, "--api-key", KEY) as server: httpx.get(server.url + "/health")`"""
 
     def __init__(self, model_dir: str | Path, *args: str, timeout: float = 120):
-        import socket
-        import subprocess
-        import sys
-        import tempfile
 
         import httpx
 
@@ -622,8 +623,6 @@ class LocalServer:
 
     def stop(self) -> str:
         """Stop the server (Ctrl+C, as a person would) and return everything it printed."""
-        import signal
-        import subprocess
 
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)

@@ -8,8 +8,13 @@ default, a Ray cluster with `executor: ray`, Slurm with `executor: slurm`. An in
 the same recipe, does not redo finished tasks.
 """
 
+import json
 import os
+import shutil
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sccl_hf.cleaning import CleaningArguments
 
@@ -73,9 +78,6 @@ RECIPE_ARGUMENTS = (DataStageArguments, CleaningArguments)
 
 
 def main(args: DataStageArguments, cleaning: CleaningArguments) -> dict:
-    import shutil
-    import time
-    from pathlib import Path
 
     from sccl_hf.data_pipeline import (
         WORK,
@@ -125,7 +127,6 @@ def main(args: DataStageArguments, cleaning: CleaningArguments) -> dict:
         "workers_given": args.workers_given,
         "executor_options": args.executor_options,
     }
-    import sys
 
     from loguru import logger
 
@@ -162,7 +163,6 @@ def main(args: DataStageArguments, cleaning: CleaningArguments) -> dict:
         return {"submitted": [name for name, _, _ in pipelines], "report": str(out / "report.json")}
 
     # 5. save: the report is written by the last pipeline; the intermediate files go unless kept
-    import json
 
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     if not args.keep_work:

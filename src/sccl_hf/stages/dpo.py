@@ -6,6 +6,8 @@ Reference model: full training keeps a frozen copy (or `precompute_ref_log_probs
 and keeps none); LoRA uses the same model with its adapter disabled, so there is no second copy in memory.
 """
 
+import copy
+import logging
 from dataclasses import dataclass, field
 
 from sccl_hf.recipes import DataFiles
@@ -54,8 +56,6 @@ RECIPE_ARGUMENTS = (DPOModelArguments, PreferenceDataArguments, "trl.trainer.dpo
 
 
 def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, training_args) -> dict:
-    import copy
-    import logging
 
     from transformers import set_seed
 

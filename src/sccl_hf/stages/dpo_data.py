@@ -11,6 +11,7 @@ after those weights, and the run starts again, so new pairs never mix with answe
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,6 @@ def set_aside_other_models_answers(output: Path, dropped_file: Path, writer: dic
 
 
 def main(args: DPODataArguments) -> dict:
-    import sys
 
     import torch
     from tqdm import tqdm

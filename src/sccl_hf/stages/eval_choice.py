@@ -7,6 +7,8 @@ counts, goes to `results.json`. Scoring methods (`sccl_hf/choice_eval.py` says h
 `loglikelihood` (the harness's) and `first_token` (ChatLM-mini-Chinese's).
 """
 
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +63,6 @@ RECIPE_ARGUMENTS = (ChoiceEvalArguments,)
 
 
 def main(args: ChoiceEvalArguments) -> dict:
-    import json
-    from collections import Counter
 
     from sccl_hf import choice_eval
     from sccl_hf.engine import pick_device

@@ -7,6 +7,7 @@ Reads: a model directory, prompt/response parquet or JSON lines. Writes, in `out
 share of answers the model closed with [EOS] before `max_new_tokens`.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,6 @@ RECIPE_ARGUMENTS = (GenerationEvalArguments,)
 
 
 def main(args: GenerationEvalArguments) -> dict:
-    import json
 
     from sccl_hf.engine import load_engine
     from sccl_hf.metrics import bleu4_chars, exact_match, markdown_table, normalize_answer, rouge_l_chars

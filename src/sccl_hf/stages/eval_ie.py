@@ -7,6 +7,8 @@ and how many answers were well formed, truncated (complete triples kept) or malf
 to `results.json`.
 """
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +38,6 @@ RECIPE_ARGUMENTS = (TripleEvalArguments,)
 
 
 def main(args: TripleEvalArguments) -> dict:
-    import json
-    import logging
 
     from sccl_hf.engine import load_engine
     from sccl_hf.metrics import markdown_table
@@ -135,7 +135,6 @@ def main(args: TripleEvalArguments) -> dict:
 def compare(args: TripleEvalArguments, rows: list[dict], parsed: list, references: list) -> dict:
     """This model's F1 against another eval_ie run's on the same sentences (`compare_with`), with a paired
     bootstrap interval of the difference; the other run's rows must be these sentences, in this order."""
-    import json
 
     from sccl_hf.triples import paired_bootstrap_f1, row_counts
 

@@ -7,6 +7,7 @@ scoring code as DPO (`sccl_hf.scoring`): token-level loss (mean negative log-lik
 compares models with different tokenizers); and the rows, tokens and characters they cover.
 """
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,6 @@ RECIPE_ARGUMENTS = (PerplexityEvalArguments,)
 
 
 def main(args: PerplexityEvalArguments) -> dict:
-    import math
 
     from tqdm.auto import tqdm
 

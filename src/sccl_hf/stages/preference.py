@@ -6,6 +6,8 @@ checkpoints, the loss and reward log. No reference model: one model in memory wh
 (sccl_hf.seq2seq_preference says what TRL's trainers do and what is changed for T5).
 """
 
+import logging
+
 from sccl_hf.stages.dpo import DPOModelArguments, PreferenceDataArguments
 
 # 1. arguments
@@ -13,7 +15,6 @@ RECIPE_ARGUMENTS = (DPOModelArguments, PreferenceDataArguments, "sccl_hf.seq2seq
 
 
 def main(model_args: DPOModelArguments, data_args: PreferenceDataArguments, training_args) -> dict:
-    import logging
 
     from transformers import set_seed
 

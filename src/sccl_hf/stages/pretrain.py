@@ -4,6 +4,8 @@ Reads: prompt/response parquet or JSON lines (in memory, or streamed with `strea
 directory (or a saved model to continue). Writes: a self-contained model directory, checkpoints, the loss log.
 """
 
+import logging
+
 from sccl_hf.recipes import DataArguments, ModelArguments
 
 # 1. arguments
@@ -11,7 +13,6 @@ RECIPE_ARGUMENTS = (ModelArguments, DataArguments, "sccl_hf.optim:Seq2SeqArgumen
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
-    import logging
 
     from transformers import set_seed
 

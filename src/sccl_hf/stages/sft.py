@@ -4,6 +4,8 @@ Reads: a saved model directory, prompt/response parquet or JSON lines. Writes: a
 checkpoints, the loss log (and `epoch-N` model folders with `save_each_epoch: true`). `max_seq_len` defaults to the model's own.
 """
 
+import logging
+
 from sccl_hf.recipes import DataArguments, ModelArguments
 
 # 1. arguments
@@ -17,7 +19,6 @@ def freeze_embeddings_and_encoder(model) -> None:
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict:
-    import logging
 
     from transformers import set_seed
 

@@ -7,6 +7,7 @@ the trainer counts distinct words, not distinct sentences, and the word-frequenc
 goes, with a stated error bound (see sccl_hf.tokenization).
 """
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +75,6 @@ RECIPE_ARGUMENTS = (TokenizerArguments,)
 
 
 def main(args: TokenizerArguments) -> dict:
-    import time
 
     from sccl_hf import tokenization
 
