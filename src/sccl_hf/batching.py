@@ -257,14 +257,8 @@ class BatchedGenerator:
     def _finish(self, request: Request, ended: bool) -> None:
         if piece := request.text.finish():
             request.on_text(piece)
-        request.result = Generation(
-            text=request.text.sent.strip(),
-            prompt_tokens=len(request.prompt_ids),
-            completion_tokens=len(request.generated),
-            seconds=time.perf_counter() - request.started,
-            first_token_seconds=None if request.first_token_at is None else request.first_token_at - request.started,
-            finish_reason="stop" if ended else "length",
-        )
+        request.result = Generation.timed(request.text.sent, len(request.generated), ended, len(request.prompt_ids),
+                                          request.started, request.first_token_at)  # fmt: skip
 
     def _drop_finished(self, finished: list[Request]) -> None:
         self._drop(finished)  # marks them done; their result is set
@@ -458,14 +452,8 @@ class CT2BatchedGenerator:
             if not request.cancelled.is_set():
                 if piece := request.text.finish():
                     request.on_text(piece)
-                request.result = Generation(
-                    text=request.text.sent.strip(),
-                    prompt_tokens=len(request.prompt_ids),
-                    completion_tokens=len(request.generated) + int(ended[row]),
-                    seconds=time.perf_counter() - request.started,
-                    first_token_seconds=None
-                    if request.first_token_at is None
-                    else request.first_token_at - request.started,
-                    finish_reason="stop" if ended[row] else "length",
-                )
+                request.result = Generation.timed(
+                    request.text.sent, len(request.generated) + int(ended[row]), bool(ended[row]),
+                    len(request.prompt_ids), request.started, request.first_token_at,
+                )  # fmt: skip
             request.done.set()

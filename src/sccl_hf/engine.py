@@ -31,23 +31,40 @@ class GenerationCancelled(Exception):
 
 @dataclass
 class Generation:
+    """One answer, whatever produced it: an engine's batch (`answer`) or stream, the torch or the CTranslate2
+    batcher. Timings are those of a streamed or batched-serving answer (0 and None in a batch of `answer`)."""
+
     text: str
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-    first_token_seconds: float | None
-    finish_reason: str  # "stop" (the model ended with [EOS]) or "length" (max_new_tokens reached)
+    completion_tokens: int  # generated tokens, the closing [EOS] included
+    finish_reason: str  # "stop" ([EOS] or a stop string) or "length" (max_new_tokens reached)
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+
+    @classmethod
+    def timed(cls, text: str, completion_tokens: int, ended: bool, prompt_tokens: int, started: float, first_at):
+        """An answer finished now, `started` and `first_at` (its first token, or None) from `time.perf_counter`."""
+        return cls(
+            text=text.strip(),
+            completion_tokens=completion_tokens,
+            finish_reason="stop" if ended else "length",
+            prompt_tokens=prompt_tokens,
+            seconds=time.perf_counter() - started,
+            first_token_seconds=None if first_at is None else first_at - started,
+        )
+
+    @property
+    def ended(self) -> bool:
+        """The answer is complete ([EOS] or a stop string), not cut at max_new_tokens."""
+        return self.finish_reason == "stop"
+
+    @property
+    def tokens(self) -> int:
+        return self.completion_tokens
 
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class Answer:
-    text: str
-    tokens: int  # generated tokens, the closing [EOS] included
-    ended: bool  # the model closed the answer with [EOS] (else max_new_tokens cut it)
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
@@ -175,7 +192,7 @@ class Engine:
         progress: bool = False,
         stop: list[str] | None = None,
         **overrides,
-    ) -> list["Answer"]:
+    ) -> list[Generation]:
         """Answers to `prompts` with their token counts and whether each ended in `[EOS]` or a `stop` string (else
         it was cut at `max_new_tokens`), in batches of `batch_size`. An answer stops generating at the first `stop`
         string, which it keeps (a row of the batch that stopped is padded while the others go on). `overrides`
@@ -207,7 +224,7 @@ class Engine:
                 text, stopped = cut_at_stop(text, stop)
                 ended = eos in ids
                 tokens = ids.index(eos) + 1 if ended else sum(t != pad for t in ids)
-                answers.append(Answer(text.strip(), tokens, ended or stopped))
+                answers.append(Generation(text.strip(), tokens, "stop" if ended or stopped else "length"))
         return answers
 
     def stream(
@@ -240,14 +257,8 @@ class Engine:
         )
         ended = self.model.config.eos_token_id in streamer.token_ids
         content_ids = [t for t in streamer.token_ids if t not in streamer.special_ids]
-        return Generation(
-            text="".join(pieces).strip(),
-            prompt_tokens=int(batch["input_ids"].shape[1]),
-            completion_tokens=len(content_ids) + int(ended),
-            seconds=time.perf_counter() - streamer.started,
-            first_token_seconds=None if streamer.first_token_at is None else streamer.first_token_at - streamer.started,
-            finish_reason="stop" if ended else "length",
-        )
+        return Generation.timed("".join(pieces), len(content_ids) + int(ended), ended,
+                                int(batch["input_ids"].shape[1]), streamer.started, streamer.first_token_at)  # fmt: skip
 
 
 # -- CTranslate2 ------------------------------------------------------------------------------------------------
@@ -442,7 +453,7 @@ class CT2Engine:
             tokens = result.hypotheses[0]
             text, stopped = cut_at_stop(self._text(tokens), stop)
             ended = bool(tokens) and tokens[-1] == self.eos_token
-            answers.append(Answer(text.strip(), len(tokens), ended or stopped))
+            answers.append(Generation(text.strip(), len(tokens), "stop" if ended or stopped else "length"))
         return answers
 
     def stream(self, prompt, on_text, search_type="greedy", max_new_tokens=None, cancelled=None, **overrides):
@@ -470,11 +481,4 @@ class CT2Engine:
             steps.close()
         if piece := answer.finish():
             on_text(piece)
-        return Generation(
-            text=answer.sent.strip(),
-            prompt_tokens=len(source),
-            completion_tokens=len(answer.ids) + int(ended),
-            seconds=time.perf_counter() - started,
-            first_token_seconds=None if first_at is None else first_at - started,
-            finish_reason="stop" if ended else "length",
-        )
+        return Generation.timed(answer.sent, len(answer.ids) + int(ended), ended, len(source), started, first_at)

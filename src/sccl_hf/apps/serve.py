@@ -313,7 +313,7 @@ def _cut_result(text, prompt, engine):
     """The Generation of an answer stopped at a stop sequence (its generation was cancelled)."""
     from sccl_hf.engine import Generation
 
-    return Generation(text, engine.prompt_tokens(prompt), len(engine.tokenizer(text)["input_ids"]), 0, None, "stop")
+    return Generation(text, len(engine.tokenizer(text)["input_ids"]), "stop", engine.prompt_tokens(prompt))
 
 
 async def _watch_disconnect(request: Request, cancelled: threading.Event) -> None:
