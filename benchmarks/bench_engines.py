@@ -77,7 +77,7 @@ def tokens_per_second(engine_name: str, folder: Path, batch: int, new_tokens: in
     if engine_name == "ct2":
         engine = load_engine(folder, "cpu", "ct2", threads)
         texts = prompts(engine.tokenizer, batch)
-        sources = [engine._source(t) for t in texts]
+        sources = [engine.source(t) for t in texts]
 
         def run():
             engine.translator.translate_batch(sources, beam_size=1, max_decoding_length=new_tokens,

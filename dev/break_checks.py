@@ -190,7 +190,7 @@ BREAKS = [
     ),
     Break(
         "sentinels: CTranslate2 does not suppress them",
-        "src/sccl_hf/engine.py",
+        "src/sccl_hf/ct2.py",
         "if self.suppressed:",
         "if False:",
         ["tests/test_span_corruption.py::test_no_engine_generates_a_sentinel"],

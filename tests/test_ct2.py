@@ -146,7 +146,7 @@ def test_ct2_batched_requests_equal_each_request_alone(answering_ct2_dirs, quant
     from concurrent.futures import ThreadPoolExecutor
 
     from conftest import ANSWERING_PROMPTS
-    from sccl_hf.batching import CT2BatchedGenerator
+    from sccl_hf.ct2 import CT2BatchedGenerator
     from sccl_hf.engine import GenerationCancelled, load_engine
 
     engine = load_engine(answering_ct2_dirs[quantization], "cpu", lanes=lanes)
@@ -194,7 +194,7 @@ def test_with_two_lanes_a_request_starts_while_a_batch_is_decoding(answering_ct2
     import time
 
     from conftest import ANSWERING_PROMPTS
-    from sccl_hf.batching import CT2BatchedGenerator
+    from sccl_hf.ct2 import CT2BatchedGenerator
     from sccl_hf.engine import load_engine
 
     engine = load_engine(answering_ct2_dirs["int8"], "cpu", lanes=lanes)
@@ -234,11 +234,11 @@ def test_after_a_shared_batch_a_batch_waits_for_requests_that_come_together(answ
     import time
 
     from conftest import ANSWERING_PROMPTS
-    from sccl_hf import batching
+    from sccl_hf import ct2
     from sccl_hf.engine import load_engine
 
-    monkeypatch.setattr(batching, "GATHER_SECONDS", gather)
-    batcher = batching.CT2BatchedGenerator(load_engine(answering_ct2_dirs["int8"], "cpu"), max_batch=8)
+    monkeypatch.setattr(ct2, "GATHER_SECONDS", gather)
+    batcher = ct2.CT2BatchedGenerator(load_engine(answering_ct2_dirs["int8"], "cpu"), max_batch=8)
 
     def ask(k, pause=0.0):
         time.sleep(pause)
@@ -260,7 +260,7 @@ def test_after_a_shared_batch_a_batch_waits_for_requests_that_come_together(answ
 
 
 def test_ct2_batcher_refuses_what_ctranslate2_cannot_do(answering_ct2_dirs):
-    from sccl_hf.batching import CT2BatchedGenerator
+    from sccl_hf.ct2 import CT2BatchedGenerator
     from sccl_hf.engine import load_engine
 
     batcher = CT2BatchedGenerator(load_engine(answering_ct2_dirs["int8"], "cpu"))

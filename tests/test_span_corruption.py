@@ -247,7 +247,8 @@ def test_no_engine_generates_a_sentinel(sentinel_writing_model_dir, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
     from sccl_hf.batching import BatchedGenerator
-    from sccl_hf.engine import convert_to_ct2, load_engine
+    from sccl_hf.ct2 import convert_to_ct2
+    from sccl_hf.engine import load_engine
     from sccl_hf.model import load_tokenizer
 
     prompts = PROMPTS

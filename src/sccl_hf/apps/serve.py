@@ -196,7 +196,8 @@ class ModelWorker:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
         self.batcher = None
         if batch_size > 1:
-            from sccl_hf.batching import BatchedGenerator, CT2BatchedGenerator
+            from sccl_hf.batching import BatchedGenerator
+            from sccl_hf.ct2 import CT2BatchedGenerator
 
             if isinstance(engine, Engine):
                 self.batcher = BatchedGenerator(engine.model, engine.tokenizer, engine.max_len, batch_size)

@@ -32,7 +32,7 @@ RECIPE_ARGUMENTS = (ExportArguments,)
 
 
 def main(args: ExportArguments) -> dict:
-    from sccl_hf.engine import convert_to_ct2
+    from sccl_hf.ct2 import convert_to_ct2
 
     # 2-5. inputs, conversion, save: one library call (`sccl serve --engine ct2` converts plain folders with it too)
     info = convert_to_ct2(args.model_dir, args.output_dir, args.quantization)
