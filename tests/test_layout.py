@@ -43,6 +43,50 @@ def test_library_modules_never_import_stages():
                 assert not node.module.startswith("sccl_hf.stages"), f"{path.name} imports {node.module}"
 
 
+def test_no_module_uses_another_modules_private_names():
+    """Modules use each other's public names only (the CTranslate2 batcher once called the engine's `_options` and
+    `_source`): no `from sccl_hf.x import _y`, and no `obj._y` where `_y` is defined only in another module."""
+    trees = {p: ast.parse(p.read_text(encoding="utf-8")) for p in (ROOT / "src" / "sccl_hf").rglob("*.py")}
+    defined = {}  # a private function, method or class name -> the modules that define it
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            name = getattr(node, "name", None) or ""  # an ExceptHandler's name may be None
+            is_private = name.startswith("_") and not name.startswith("__")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and is_private:
+                defined.setdefault(name, set()).add(path)
+    problems = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sccl_hf"):
+                problems += [
+                    f"{path.name}:{node.lineno} imports {a.name}" for a in node.names if a.name.startswith("_")
+                ]
+            if isinstance(node, ast.Attribute) and path not in defined.get(node.attr, {path}):
+                problems.append(f"{path.name}:{node.lineno} uses {ast.unparse(node)}")
+    assert not problems, problems
+
+
+def test_both_engines_and_both_batchers_have_the_interface_the_apps_use():
+    """`engine.GenerationEngine` and `engine.AnswerBatcher` (Protocols): each implementation has every method,
+    with the same parameters and defaults."""
+    import inspect
+
+    from sccl_hf.batching import BatchedGenerator
+    from sccl_hf.ct2 import CT2BatchedGenerator, CT2Engine
+    from sccl_hf.engine import AnswerBatcher, Engine, GenerationEngine
+
+    for protocol, implementations in ((GenerationEngine, (Engine, CT2Engine)),
+                                      (AnswerBatcher, (BatchedGenerator, CT2BatchedGenerator))):  # fmt: skip
+        methods = [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+        assert methods
+        for implementation in implementations:
+            for name in methods:
+                wanted = inspect.signature(getattr(protocol, name)).parameters
+                have = inspect.signature(getattr(implementation, name)).parameters
+                assert [(p.name, p.default) for p in have.values()] == [(p.name, p.default) for p in wanted.values()], (
+                    implementation.__name__, name)  # fmt: skip
+
+
 def test_nothing_imports_the_cli():
     """The command line sits on top: library, stages and apps never import it (the demo once did, and the CLI
     imported the demo: the project's one import circle)."""

@@ -12,6 +12,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from transformers import TextStreamer
@@ -59,6 +60,34 @@ class Generation:
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class GenerationEngine(Protocol):
+    """What chat, serving, evaluation and DPO data use of an engine: `Engine` (torch) and `ct2.CT2Engine` both
+    implement it (tests/test_layout.py compares their signatures with these)."""
+
+    tokenizer: object
+    max_len: int
+    description: str
+
+    def prompt_tokens(self, prompt: str) -> int: ...
+
+    def generate(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, **overrides) -> list[str]: ...
+
+    def answer(self, prompts, search_type="greedy", max_new_tokens=None, batch_size=32, progress=False, stop=None,
+               **overrides) -> list[Generation]: ...  # fmt: skip
+
+    def stream(self, prompt, on_text, search_type="greedy", max_new_tokens=None, cancelled=None, **overrides
+               ) -> Generation: ...  # fmt: skip
+
+
+class AnswerBatcher(Protocol):
+    """What the server's workers use of a batcher: `batching.BatchedGenerator` (torch, continuous) and
+    `ct2.CT2BatchedGenerator` both implement it."""
+
+    def submit(self, prompt, on_text, max_new_tokens, cancelled=None, **settings) -> Generation: ...
+
+    def close(self) -> None: ...
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
