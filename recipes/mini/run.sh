@@ -36,14 +36,14 @@ step run recipes/mini/dpo_data.yaml            # the SFT model's own answers as 
 step run recipes/mini/dpo.yaml                 # DPO + SFT term; reward accuracy on the held-out pairs
 step run recipes/mini/eval_ppl_dpo.yaml        # the SFT model's figures again, after DPO
 step run recipes/mini/eval_gen_dpo.yaml
-step run recipes/mini/simpo.yaml              # SimPO of the SFT model on the same pairs: no reference model
-step run recipes/mini/eval_ppl_simpo.yaml
 step run recipes/mini/ceval.yaml               # C-Eval val, zero-shot (chance: 25%)
 step run recipes/mini/ie_sft_scratch.yaml      # triple extraction from random initialisation ...
 step run recipes/mini/ie_eval_scratch.yaml
-step run recipes/mini/ie_sft_pretrained.yaml   # ... and from the mini pretrained model, same budget
+step run recipes/mini/ie_sft_pretrained.yaml   # ... and from the mini pretrained model, same budget (500 steps)
 step run recipes/mini/ie_eval_pretrained.yaml  # P/R/F1 and the F1 difference with its bootstrap interval
 step report runs/mini                          # runs/mini/report.md and report.html
 echo "mini chain: done in $(( $(date +%s) - started )) s"
-# Beside the chain (issue 32's comparison, ~40 more minutes): ORPO from the pretrained model, no SFT stage:
+# Beside the chain, after it (issue 32's comparison with DPO, ~45 more minutes): SimPO of the SFT model on DPO's pairs,
+# and ORPO from the pretrained model (no SFT stage); neither keeps a reference model.
+#   sccl run recipes/mini/simpo.yaml && sccl run recipes/mini/eval_ppl_simpo.yaml
 #   sccl run recipes/mini/orpo.yaml && sccl run recipes/mini/eval_ppl_orpo.yaml
