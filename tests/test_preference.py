@@ -146,6 +146,7 @@ def test_a_run_saves_a_model_that_loads_and_resumes(recipe, tiny_model_dir, pair
     run_recipe(str(DEMO / recipe), [*args, *quick(tmp_path / "whole", 4)])
     results = json.loads((tmp_path / "whole" / "results.json").read_text())["results"]
     assert results["held_out_rows"] == 4 and results["loss"] == recipe.split(".")[0]
+    assert results["peak_rss_mb"] > 100  # the process's own peak: torch and a model at least
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "whole", trust_remote_code=True)
     assert type(model).__name__ == "TextToTextModel"
 

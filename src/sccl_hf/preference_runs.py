@@ -2,6 +2,7 @@
 
 from sccl_hf import model as models
 from sccl_hf.tables import load_table
+from sccl_hf.tokenization import peak_rss_mb
 
 PREFERENCE_COLUMNS = ["prompt", "chosen", "rejected"]
 
@@ -18,9 +19,11 @@ def load_preference_inputs(model_args, data_args):
 
 
 def preference_summary(trainer, results: dict, held_out: dict, eval_dataset, prefixes=("rewards/", "logps/")) -> dict:
-    """`results` with the last logged rewards and, with held-out pairs, the final model's reward accuracy on them."""
+    """`results` with the last logged rewards, the process's peak resident memory (a reference model shows there)
+    and, with held-out pairs, the final model's reward accuracy on them."""
     last = next((h for h in reversed(trainer.state.log_history) if "rewards/accuracies" in h), {})
     results = {**results, "last_logged_rewards": {k: v for k, v in last.items() if k.startswith(prefixes)}}
+    results["peak_rss_mb"] = round(peak_rss_mb())
     if held_out:
         results["held_out_rows"] = len(eval_dataset)
         results["held_out_reward_accuracy"] = held_out.get("eval_rewards/accuracies")
