@@ -39,7 +39,7 @@ step run recipes/mini/eval_gen_dpo.yaml
 step run recipes/mini/ceval.yaml               # C-Eval val, zero-shot (chance: 25%)
 step run recipes/mini/ie_sft_scratch.yaml      # triple extraction from random initialisation ...
 step run recipes/mini/ie_eval_scratch.yaml
-step run recipes/mini/ie_sft_pretrained.yaml   # ... and from the mini pretrained model, same budget (500 steps)
+step run recipes/mini/ie_sft_pretrained.yaml   # ... and from the mini pretrained model, same budget (400 steps)
 step run recipes/mini/ie_eval_pretrained.yaml  # P/R/F1 and the F1 difference with its bootstrap interval
 step report runs/mini                          # runs/mini/report.md and report.html
 echo "mini chain: done in $(( $(date +%s) - started )) s"
