@@ -19,7 +19,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
 
 from sccl_hf.errors import TrainingError
 from sccl_hf.model import copy_remote_code, prepare_for_save, save_tokenizer
-from sccl_hf.optim import ADAFACTOR_T5, RelativeStepMixin
+from sccl_hf.optim import RelativeStepMixin
 from sccl_hf.tables import PackedBatchCollator
 
 logger = logging.getLogger(__name__)
@@ -554,8 +554,7 @@ def build_seq2seq_trainer(
         )
         training_args.per_device_train_batch_size = 1
         collator = PackedBatchCollator(collator)
-    relative = getattr(training_args, "optim", None) == ADAFACTOR_T5
-    trainer = (RelativeStepTrainer if relative else Seq2SeqTrainer)(
+    trainer = RelativeStepTrainer(  # the stock Seq2SeqTrainer unless optim is adafactor_t5 (the mixin checks)
         model=model,
         args=training_args,
         train_dataset=train_dataset,
